@@ -1,0 +1,3 @@
+"""audiocraft_mmd: an independence-promoting loss for residual-VQ tokenizers (arXiv 2406.02315) as an AudioCraft plugin."""
+
+__version__ = "0.1.0"

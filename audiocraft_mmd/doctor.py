@@ -1,0 +1,50 @@
+"""Check an install: `python -m audiocraft_mmd.doctor`. Prints one line per check; exits 1 if one fails."""
+import sys
+import typing as tp
+
+
+def _checks() -> tp.Iterator[tp.Tuple[str, tp.Callable[[], str]]]:
+    from . import env
+
+    def torch_version() -> str:
+        import torch
+        import torchaudio
+        return f"torch {torch.__version__}, torchaudio {torchaudio.__version__}, cuda={torch.cuda.is_available()}"
+
+    def audiocraft() -> str:
+        config_dir = env.audiocraft_config_dir()
+        import audiocraft as ac
+        return f"audiocraft {ac.__version__}, configs at {config_dir}"
+
+    def ffmpeg() -> str:
+        return env.ensure_ffmpeg()
+
+    def dora_main() -> str:
+        from .train import main
+        return f"dora main ok, outputs in {main.dora.dir}"
+
+    def dataset() -> str:
+        from .data import embedded_music
+        built = embedded_music.is_built('embedded_music')
+        return "small set built" if built else "not built yet (make dataset)"
+
+    yield 'torch', torch_version
+    yield 'audiocraft', audiocraft
+    yield 'ffmpeg', ffmpeg
+    yield 'dora', dora_main
+    yield 'dataset', dataset
+
+
+def main() -> int:
+    failed = 0
+    for name, check in _checks():
+        try:
+            print(f"[ok]   {name}: {check()}")
+        except Exception as exc:  # report every check, then fail
+            failed += 1
+            print(f"[FAIL] {name}: {exc}")
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Dora entry point of audiocraft_mmd: AudioCraft's training main, over AudioCraft's config tree plus this repo's.
+
+Run from the repository root, exactly like AudioCraft::
+
+    dora run solver=compression/encodec_mmd_small          # a plugin solver
+    dora run solver=compression/debug dset=audio/embedded_music   # any AudioCraft solver works too
+    dora grid mmd_sweep --dry_run --init                    # grids live in the top-level `grids/` package
+
+Hydra's primary config is AudioCraft's own `config/config.yaml` (AudioCraft must be installed editable from its
+source tarball, which is the only distribution that ships `config/`); this repo's `config/` folder is added to the
+search path by a Hydra SearchPathPlugin registered below, before the `@hydra_main` line, so that Dora's config-group
+listing sees it too (a `hydra.searchpath` entry in a YAML file would not be seen there).
+"""
+import logging
+import os
+import sys
+import typing as tp
+
+import flashy
+import omegaconf
+from dora import hydra_main, git_save
+from hydra.core.config_search_path import ConfigSearchPath
+from hydra.core.plugins import Plugins
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+from . import env
+
+logger = logging.getLogger(__name__)
+
+PLUGIN_CONFIG_DIR = env.REPO_ROOT / 'config'
+AUDIOCRAFT_CONFIG_DIR = env.audiocraft_config_dir()
+
+# Solver names this package adds, mapped lazily to 'module:Class' (importing a solver pulls in most of AudioCraft).
+SOLVERS: tp.Dict[str, str] = {
+    'compression_mmd': 'audiocraft_mmd.solvers.compression_mmd:CompressionMMDSolver',
+}
+
+
+class AudiocraftMMDSearchPathPlugin(SearchPathPlugin):
+    """Appends this repository's `config/` folder after AudioCraft's (plugin files never shadow AudioCraft's)."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        search_path.append(provider='audiocraft_mmd', path=f'file://{PLUGIN_CONFIG_DIR}')
+
+
+Plugins.instance().register(AudiocraftMMDSearchPathPlugin)
+
+
+def build_solver(cfg: omegaconf.DictConfig):
+    """Instantiate the solver named by `cfg.solver`: this package's names first, then AudioCraft's.
+
+    Args:
+        cfg (DictConfig): the XP config (batch sizes already per worker).
+    Returns:
+        The solver (a subclass of `audiocraft.solvers.base.StandardSolver`).
+    """
+    import importlib
+    if cfg.solver in SOLVERS:
+        module_name, class_name = SOLVERS[cfg.solver].split(':')
+        return getattr(importlib.import_module(module_name), class_name)(cfg)
+    # AudioCraft keeps its names in a dict literal inside `get_solver`: there is nothing to register into.
+    from audiocraft.solvers import builders
+    try:
+        return builders.get_solver(cfg)
+    except KeyError as exc:
+        if exc.args != (cfg.solver,):
+            raise
+        raise ValueError(f"Unknown solver {cfg.solver!r}: this package provides {sorted(SOLVERS)}; otherwise use "
+                         "one of AudioCraft's (compression, musicgen, audiogen, magnet, diffusion).") from None
+
+
+def get_solver(cfg: omegaconf.DictConfig):
+    """Build the solver of `cfg` (per-GPU batch sizes and absolute manifest paths, as AudioCraft's main does).
+
+    Args:
+        cfg (DictConfig): the XP config.
+    Returns:
+        The instantiated solver.
+    """
+    world_size = flashy.distrib.world_size()
+    for node in [cfg.dataset] + [cfg.dataset[s] for s in ('train', 'valid', 'evaluate', 'generate')
+                                 if s in cfg.dataset and 'batch_size' in cfg.dataset[s]]:
+        if node.batch_size % world_size != 0:
+            raise ValueError(f"dataset batch_size {node.batch_size} is not divisible by the {world_size} "
+                             "workers: batch sizes are global, pick a multiple of the number of workers.")
+        node.batch_size //= world_size
+    for key, value in cfg.datasource.items():
+        if isinstance(value, str):
+            cfg.datasource[key] = git_save.to_absolute_path(value)
+    env.check_datasource(cfg)
+    return build_solver(cfg)
+
+
+@hydra_main(config_path=str(AUDIOCRAFT_CONFIG_DIR), config_name='config', version_base='1.1')
+def main(cfg):
+    from audiocraft.train import init_seed_and_system
+    init_seed_and_system(cfg)
+    log_name = '%s.log.{rank}' % cfg.execute_only if cfg.execute_only else 'solver.log.{rank}'
+    flashy.setup_logging(level=str(cfg.logging.level).upper(), log_name=log_name)
+    # AudioCraft's main always asks for NCCL; on a CPU-only machine gloo makes `dora run -d` work.
+    flashy.distrib.init(backend=env.distributed_backend())
+    env.ensure_ffmpeg()
+    solver = get_solver(cfg)
+    if cfg.show:
+        solver.show()
+        return
+    if cfg.execute_only:
+        if not (cfg.execute_inplace or cfg.continue_from is not None):
+            raise ValueError("execute_only needs a checkpoint: pass continue_from=<sig_or_path> "
+                             "or execute_inplace=true.")
+        solver.restore(replay_metrics=False)
+        solver.run_one_stage(cfg.execute_only)
+        return
+    return solver.run()
+
+
+main.dora.dir = env.dora_dir()
+main._base_cfg.dora.dir = str(main.dora.dir)
+# The grids of this repo live in the top-level `grids/` package (run `dora grid` from the repository root).
+main.dora.grid_package = 'grids'
+if main.dora.shared is not None and not os.access(main.dora.shared, os.R_OK):
+    print("No read permission on dora.shared folder, ignoring it.", file=sys.stderr)
+    main.dora.shared = None
+
+if __name__ == '__main__':
+    main()

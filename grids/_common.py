@@ -1,0 +1,24 @@
+"""What the grids of this package share: the solver they bind, seeds, and cluster resources.
+
+Every grid has two scales. By default it binds the paper's tokenizer (`compression/encodec_mmd`, 8 GPUs per XP,
+for `dora grid NAME` on a SLURM cluster). With AUDIOCRAFT_MMD_GRID_SCALE=small it binds
+`compression/encodec_mmd_small` (2 CPU cores, ~20 min per XP), which `python -m grids.local NAME --small` runs
+without SLURM. The scale changes the XP signatures, so both kinds of runs coexist in one Dora folder.
+"""
+import os
+
+SEEDS = [2024, 2025, 2026]  # at least 3 seeds per setting: a difference is claimed only where it clears them
+
+
+def is_small() -> bool:
+    return os.environ.get('AUDIOCRAFT_MMD_GRID_SCALE', '') == 'small'
+
+
+def bind_base(launcher) -> None:
+    """Bind the solver of the current scale and its SLURM resources on `launcher` (in place)."""
+    if is_small():
+        launcher.slurm_(gpus=1, mem_per_gpu=16)
+        launcher.bind_(solver='compression/encodec_mmd_small')
+    else:
+        launcher.slurm_(gpus=8, mem_per_gpu=40)
+        launcher.bind_(solver='compression/encodec_mmd')
