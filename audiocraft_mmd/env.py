@@ -1,11 +1,12 @@
 """Runtime environment of audiocraft_mmd: where things are, sensible defaults, and clear errors naming the fix.
 
-Importing this module sets two process defaults that AudioCraft needs on a laptop-sized setup and that users
+Importing this module sets three process defaults that AudioCraft needs on a laptop-sized setup and that users
 should not have to export by hand:
 - `USER` (AudioCraft's config interpolates `${oc.env:USER}`);
 - `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`: torch >= 2.6 refuses AudioCraft checkpoints under its default
   weights-only loading (they hold OmegaConf objects). The checkpoints this package loads are the user's own XPs
-  and exports; set the variable to 0 beforehand to keep torch's default.
+  and exports; set the variable to 0 beforehand to keep torch's default;
+- `AUDIOCRAFT_DORA_DIR` = this package's Dora folder, so AudioCraft's own `//sig/` lookups find our XPs.
 """
 import getpass
 import importlib.util
@@ -55,6 +56,11 @@ def dora_dir() -> Path:
         if os.environ.get(var):
             return Path(os.environ[var]).expanduser().resolve()
     return REPO_ROOT / 'outputs'
+
+
+# AudioCraft resolves `//sig/SIG` (continue_from, compression_model_checkpoint, checkpoint lookup) in ITS main's
+# Dora folder, read from AUDIOCRAFT_DORA_DIR when `audiocraft.train` is imported: point it at ours.
+os.environ['AUDIOCRAFT_DORA_DIR'] = str(dora_dir())
 
 
 def distributed_backend() -> str:

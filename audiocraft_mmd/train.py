@@ -24,6 +24,10 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 from . import env
+# Imported here, outside any Hydra app: AudioCraft code imports `audiocraft.train` lazily (checkpoint lookup,
+# seeding), and its module-level Dora main cannot be built while a Hydra app runs. It reads AUDIOCRAFT_DORA_DIR,
+# which `env` pointed at this package's Dora folder.
+import audiocraft.train as audiocraft_train  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -91,10 +95,38 @@ def get_solver(cfg: omegaconf.DictConfig):
     return build_solver(cfg)
 
 
+def get_solver_from_sig(sig: str, override_cfg: tp.Optional[dict] = None, restore: bool = True,
+                       load_best: bool = True, ignore_state_keys: tp.Sequence[str] = ()):
+    """Load the solver of one of this package's XPs (AudioCraft's version only knows AudioCraft's solvers).
+
+    Args:
+        sig (str): Dora signature of the XP (in this package's Dora folder).
+        override_cfg (dict, optional): nested overrides applied to the XP config (the signature is unchanged),
+            e.g. `{'device': 'cpu', 'dataset': {'num_workers': 0}}`.
+        restore (bool): restore the last checkpoint.
+        load_best (bool): load the best state (for compression: the last EMA/best model).
+        ignore_state_keys (list of str): state sources not to load, e.g. ['optimizer'].
+    Returns:
+        The solver, ready for `solver.run_one_stage('evaluate')` or to use `solver.model`.
+    """
+    import hydra
+    xp = main.get_xp_from_sig(sig)
+    cfg = xp.cfg
+    if override_cfg is not None:
+        cfg = omegaconf.OmegaConf.merge(cfg, omegaconf.DictConfig(override_cfg))
+    try:
+        with xp.enter():
+            solver = get_solver(cfg)
+            if restore:
+                solver.restore(load_best=load_best, ignore_state_keys=list(ignore_state_keys))
+        return solver
+    finally:
+        hydra.core.global_hydra.GlobalHydra.instance().clear()
+
+
 @hydra_main(config_path=str(AUDIOCRAFT_CONFIG_DIR), config_name='config', version_base='1.1')
 def main(cfg):
-    from audiocraft.train import init_seed_and_system
-    init_seed_and_system(cfg)
+    audiocraft_train.init_seed_and_system(cfg)
     log_name = '%s.log.{rank}' % cfg.execute_only if cfg.execute_only else 'solver.log.{rank}'
     flashy.setup_logging(level=str(cfg.logging.level).upper(), log_name=log_name)
     # AudioCraft's main always asks for NCCL; on a CPU-only machine gloo makes `dora run -d` work.

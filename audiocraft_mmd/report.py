@@ -1,0 +1,158 @@
+"""Summarize compression XPs: `python -m audiocraft_mmd.report (GRID [--small] | SIG...) [--out DIR]`.
+
+Prints a Markdown table (one row per setting: the XP overrides without the seed, mean +- std over seeds) of the
+metrics the paper's questions need, read from each XP's Dora history (the last epoch that ran `evaluate`), and
+writes PNG plots into --out: total correlation and reconstruction quality against the weight, and the pairwise
+mutual-information heatmap of the first XP of each setting.
+"""
+import argparse
+from collections import OrderedDict
+import math
+import os
+from pathlib import Path
+import sys
+import typing as tp
+
+# (stage, key, column title, format)
+COLUMNS: tp.List[tp.Tuple[str, str, str, str]] = [
+    ('evaluate', 'codes_tc', 'TC (bits, delay-aligned)', '.4f'),
+    ('evaluate', 'codes_tc_norm', 'TC / sum H', '.4f'),
+    ('evaluate', 'codes_tc_shuffled', 'TC shuffled', '.4f'),
+    ('evaluate', 'codes_mi_mean', 'mean pairwise MI', '.4f'),
+    ('evaluate', 'codes_util_min', 'min utilization', '.2f'),
+    ('evaluate', 'sisnr', 'SI-SNR (dB)', '.2f'),
+    ('valid', 'msspec', 'msspec', '.4f'),
+    ('valid', 'mmd', 'term (valid)', '.3g'),
+]
+
+
+def _last_with(history: tp.List[dict], stage: str) -> dict:
+    for epoch in reversed(history):
+        if stage in epoch:
+            return epoch[stage]
+    return {}
+
+
+def _setting(argv: tp.Sequence[str]) -> str:
+    parts = [a for a in argv if not a.startswith('seed=') and not a.startswith('solver=')]
+    return ' '.join(parts) or '(defaults)'
+
+
+def _mean_std(values: tp.List[float]) -> tp.Tuple[float, float]:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)
+    return mean, math.sqrt(var)
+
+
+def collect(xps: tp.Sequence[tp.Any]) -> tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]]:
+    """Group XPs by setting; each entry holds the sig, argv, epochs run and the metrics of COLUMNS."""
+    from .train import main
+    groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]] = OrderedDict()
+    for xp in xps:
+        history = main.get_xp_history(xp)
+        row: tp.Dict[str, tp.Any] = {'sig': xp.sig, 'argv': list(xp.argv), 'epochs': len(history),
+                                     'cfg': xp.cfg}
+        for stage, key, _, _ in COLUMNS:
+            row[f'{stage}/{key}'] = _last_with(history, stage).get(key)
+        row['mi'] = {k: v for k, v in _last_with(history, 'evaluate').items() if k.startswith('codes_mi_')
+                     and k[len('codes_mi_'):].isdigit()}
+        groups.setdefault(_setting(xp.argv), []).append(row)
+    return groups
+
+
+def markdown_table(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]]) -> str:
+    """Markdown table: one row per setting, `mean +- std (n)` per metric."""
+    header = ['setting', 'XPs (epochs)'] + [title for _, _, title, _ in COLUMNS]
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for setting, rows in groups.items():
+        cells = [f'`{setting}`', ', '.join(f"{r['sig']} ({r['epochs']})" for r in rows)]
+        for stage, key, _, fmt in COLUMNS:
+            mean, std = _mean_std([r[f'{stage}/{key}'] for r in rows])
+            cells.append('n/a' if math.isnan(mean) else
+                         f'{mean:{fmt}} ± {std:{fmt}}' if len(rows) > 1 else f'{mean:{fmt}}')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def plot(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], out: Path) -> tp.List[Path]:
+    """Write weight plots (if the XPs differ in mmd.weight) and one MI heatmap per setting; return the paths."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    by_weight: tp.Dict[tp.Tuple[str, float], tp.List[dict]] = {}
+    for rows in groups.values():
+        for r in rows:
+            variant = f"{r['cfg'].mmd.pattern}/{r['cfg'].mmd.bandwidth}"
+            by_weight.setdefault((variant, float(r['cfg'].mmd.weight)), []).append(r)
+    if len({w for _, w in by_weight}) > 1:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, (stage, key, title) in zip(axes, [('evaluate', 'codes_tc', 'delay-aligned TC (bits)'),
+                                                  ('evaluate', 'sisnr', 'SI-SNR (dB)')]):
+            for variant in sorted({v for v, _ in by_weight}):
+                weights = sorted(w for v, w in by_weight if v == variant)
+                stats = [_mean_std([r[f'{stage}/{key}'] for r in by_weight[(variant, w)]]) for w in weights]
+                xs = [max(w, 1e-1) for w in weights]  # weight 0 drawn at 0.1 on the log axis
+                ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], marker='o', capsize=3,
+                            label=variant)
+            ax.set_xscale('log')
+            ax.set_xlabel('mmd.weight (0 drawn at 0.1)')
+            ax.set_title(title)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out / 'weight_sweep.png'
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    for rows in groups.values():
+        row = rows[0]
+        if not row['mi']:
+            continue
+        k = int(math.isqrt(len(row['mi']))) or 1
+        size = max(int(key[len('codes_mi_'):][0]) for key in row['mi']) + 1
+        k = max(k, size)
+        matrix = [[row['mi'].get(f'codes_mi_{i}{j}', row['mi'].get(f'codes_mi_{j}{i}', math.nan))
+                   for j in range(k)] for i in range(k)]
+        fig, ax = plt.subplots(figsize=(4, 3.4))
+        image = ax.imshow(matrix, cmap='viridis')
+        fig.colorbar(image, ax=ax, label='bits')
+        ax.set_xticks(range(k), [f'q{j}' for j in range(k)])
+        ax.set_yticks(range(k), [f'q{i}' for i in range(k)])
+        ax.set_title(f"pairwise MI, {row['sig']}", fontsize=9)
+        fig.tight_layout()
+        path = out / f"mi_{row['sig']}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def main(argv: tp.Optional[tp.List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m audiocraft_mmd.report', description=__doc__.split('\n')[0])
+    parser.add_argument('targets', nargs='+', help="a grid name (module under grids/) or XP signatures")
+    parser.add_argument('--small', action='store_true', help="the grid's small scale (AUDIOCRAFT_MMD_GRID_SCALE)")
+    parser.add_argument('--out', type=Path, default=None, help="folder for the PNG plots")
+    opts = parser.parse_args(argv)
+    if opts.small:
+        os.environ['AUDIOCRAFT_MMD_GRID_SCALE'] = 'small'
+    from .train import main as dora_main
+    if len(opts.targets) == 1 and not all(c in '0123456789abcdef' for c in opts.targets[0]):
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from grids.local import grid_xps
+        xps = grid_xps(opts.targets[0])
+    else:
+        xps = [dora_main.get_xp_from_sig(sig) for sig in opts.targets]
+    groups = collect(xps)
+    print(markdown_table(groups))
+    if opts.out is not None:
+        for path in plot(groups, opts.out):
+            print(f'wrote {path}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""EnCodec training with an independence-promoting term on the residual-VQ codebooks (arXiv 2406.02315).
+
+The model stays vanilla AudioCraft (an exported tokenizer loads in plain AudioCraft). Everything this solver adds
+is attached from the outside with forward hooks, so AudioCraft's `CompressionSolver.run_step` runs unchanged:
+- a hook on each RVQ stage records the stage output (the chosen codeword, straight-through to the stage's input
+  residual, hence to the encoder only) and its codes;
+- a hook on the quantizer turns those into [B, K, D, T] streams, computes `independence_loss` on the tuple the LM
+  samples in one step (delays of the decoding pattern) and adds `weight * value` to `QuantizedResult.penalty`,
+  which AudioCraft back-propagates OUTSIDE its loss balancer (the balancer differentiates w.r.t. output audio,
+  which a latent term cannot go through).
+"""
+from collections import deque
+import dataclasses
+import types
+import typing as tp
+
+import flashy
+import omegaconf
+import torch
+
+from audiocraft.modules.codebooks_patterns import DelayedPatternProvider, ParallelPatternProvider
+from audiocraft.quantization import QuantizedResult
+from audiocraft.solvers.compression import CompressionSolver
+
+from ..losses import ESTIMATORS, KERNELS, independence_loss
+from ..metrics import CodebookDependence
+
+# Patterns whose one-step tuple is (q_1[t - d_1], ..., q_K[t - d_K]): the delays they imply, from AudioCraft itself.
+PATTERN_DELAYS: tp.Dict[str, tp.Callable[[int], tp.List[int]]] = {
+    'delay': lambda n_q: list(DelayedPatternProvider(n_q).delays),
+    'parallel': lambda n_q: list(ParallelPatternProvider(n_q).delays),
+}
+SCHEDULES = ('per_step', 'paper')
+
+
+def resolve_delays(mmd_cfg: tp.Any, n_q: int) -> tp.List[int]:
+    """Delays of the one-step tuple: explicit `mmd.delays`, else those of the named `mmd.pattern`.
+
+    Args:
+        mmd_cfg: the `mmd` config node.
+        n_q (int): number of codebooks of the quantizer.
+    Returns:
+        One delay per codebook.
+    """
+    if mmd_cfg.delays is not None:
+        delays = [int(d) for d in mmd_cfg.delays]
+        if len(delays) != n_q:
+            raise ValueError(f"mmd.delays={delays} has {len(delays)} entries but the quantizer has {n_q} codebooks "
+                             f"(rvq.n_q={n_q}): give one delay per codebook, e.g. mmd.delays={list(range(n_q))}, "
+                             "or set mmd.delays=null and pick mmd.pattern.")
+        if min(delays) < 0:
+            raise ValueError(f"mmd.delays={delays}: delays must be >= 0.")
+        return delays
+    if mmd_cfg.pattern not in PATTERN_DELAYS:
+        raise ValueError(f"mmd.pattern={mmd_cfg.pattern!r} is not supported: use one of {sorted(PATTERN_DELAYS)} "
+                         "(patterns that sample all codebooks in one step), or give mmd.delays explicitly.")
+    return PATTERN_DELAYS[mmd_cfg.pattern](n_q)
+
+
+def quantize_streams(rvq: torch.nn.Module, emb: torch.Tensor) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+    """Residual-quantize `emb` like RVQ's training forward, without its side effects (no EMA update, no expiry).
+
+    Args:
+        rvq: AudioCraft's `ResidualVectorQuantization` (`model.quantizer.vq`).
+        emb (torch.Tensor): encoder output [B, D, T].
+    Returns:
+        streams [B, K, D, T] (codeword values, straight-through gradient to each stage's input residual) and
+        codes [B, K, T].
+    """
+    residual = emb
+    streams, codes = [], []
+    for layer in rvq.layers:
+        indices = layer.encode(residual)
+        quantized = layer.decode(indices)
+        streams.append(residual + (quantized - residual).detach())
+        codes.append(indices)
+        residual = residual - quantized.detach()
+    return torch.stack(streams, dim=1), torch.stack(codes, dim=1)
+
+
+def _expire_codes_and_reset_stats(codebook: torch.nn.Module, batch_samples: torch.Tensor) -> None:
+    """`EuclideanCodebook.expire_codes_` that also resets the EMA statistics of the codes it replaces.
+
+    AudioCraft 1.3.0 writes the new codeword to `embed` and then, in the same forward, overwrites all of `embed`
+    with `embed_avg / cluster_size`: a replaced code gets its stale value back and stays dead. Giving it the
+    statistics of one fresh cluster of `threshold_ema_dead_code` samples at the new value makes the restart stick.
+    """
+    threshold = codebook.threshold_ema_dead_code
+    if threshold == 0:
+        return
+    expired = codebook.cluster_size < threshold
+    if not torch.any(expired):
+        return
+    samples = batch_samples.reshape(-1, batch_samples.shape[-1])
+    codebook.replace_(samples, mask=expired)
+    codebook.cluster_size.data[expired] = float(threshold)
+    codebook.embed_avg.data[expired] = codebook.embed.data[expired] * threshold
+    flashy.distrib.broadcast_tensors(codebook.buffers())
+
+
+def _usage_perplexity(cluster_size: torch.Tensor) -> torch.Tensor:
+    """Perplexity of a codebook's EMA usage counts (defined for every codebook, active or not)."""
+    probs = cluster_size.clamp(min=0) / cluster_size.clamp(min=0).sum().clamp(min=1e-12)
+    entropy = -(probs * probs.clamp(min=1e-12).log()).sum()
+    return entropy.exp()
+
+
+class CompressionMMDSolver(CompressionSolver):
+    """AudioCraft's CompressionSolver plus the independence term and codebook-dependence metrics.
+
+    Config: every option sits under `mmd:` (see `config/mmd/default.yaml` and docs/compression_mmd.md).
+    """
+
+    def __init__(self, cfg: omegaconf.DictConfig):
+        self.mmd_cfg = cfg.mmd
+        self._check_mmd_config(cfg)
+        # Persistent schedule state (checkpointed): training forwards seen and the step the warm-up started at.
+        self.mmd_state: tp.Dict[str, tp.Any] = {'step': 0, 'usage_reached_at': None}
+        super().__init__(cfg)
+        self.register_stateful('mmd_state')
+
+    @staticmethod
+    def _check_mmd_config(cfg: omegaconf.DictConfig) -> None:
+        mmd = cfg.mmd
+        if mmd.kernel not in KERNELS:
+            raise ValueError(f"mmd.kernel={mmd.kernel!r} is unknown: use one of {sorted(KERNELS)}.")
+        if mmd.estimator not in ESTIMATORS:
+            raise ValueError(f"mmd.estimator={mmd.estimator!r} is unknown: use one of {list(ESTIMATORS)}.")
+        if mmd.schedule not in SCHEDULES:
+            raise ValueError(f"mmd.schedule={mmd.schedule!r} is unknown: use one of {list(SCHEDULES)}.")
+        if mmd.weight < 0:
+            raise ValueError(f"mmd.weight={mmd.weight} must be >= 0.")
+        if mmd.schedule == 'paper' and mmd.paper_every < 1:
+            raise ValueError(f"mmd.paper_every={mmd.paper_every} must be >= 1.")
+
+    def build_model(self):
+        super().build_model()
+        rvq = self.model.quantizer.vq
+        self.delays = resolve_delays(self.mmd_cfg, len(rvq.layers))
+        self.loss_options = dict(
+            estimator=self.mmd_cfg.estimator, kernel=self.mmd_cfg.kernel,
+            bandwidths=None if self.mmd_cfg.bandwidths is None else list(self.mmd_cfg.bandwidths),
+            bandwidth=self.mmd_cfg.bandwidth, scale=float(self.mmd_cfg.scale), standardize=self.mmd_cfg.standardize,
+            max_samples=self.mmd_cfg.max_samples, num_features=self.mmd_cfg.num_features,
+            gather=self.mmd_cfg.gather)
+        self.mmd_rng = torch.Generator(device=self.device)
+        self.mmd_rng.manual_seed(self.cfg.seed + flashy.distrib.rank())
+        self.dependence = self._new_dependence()
+        self._collect_codes = False
+        self._stage_outputs: tp.List[torch.Tensor] = []
+        self._paper_buffer: tp.Deque[torch.Tensor] = deque(maxlen=max(1, self.mmd_cfg.paper_every))
+        for layer in rvq.layers:
+            layer.register_forward_hook(self._on_stage)
+            if self.mmd_cfg.restart_dead_codes:
+                # Instance attribute: the class, the buffers and the saved format stay AudioCraft's.
+                layer._codebook.expire_codes_ = types.MethodType(_expire_codes_and_reset_stats, layer._codebook)
+        self.model.quantizer.register_forward_pre_hook(self._before_quantizer)
+        self.model.quantizer.register_forward_hook(self._after_quantizer)
+        self.model.register_forward_pre_hook(self._before_model)
+
+    # --- hooks -------------------------------------------------------------------------------------------------
+    def _before_model(self, module, inputs):
+        if self.model.training and self.mmd_cfg.schedule == 'paper':
+            self._paper_buffer.append(inputs[0].detach())
+
+    def _before_quantizer(self, module, inputs):
+        self._stage_outputs = []
+
+    def _on_stage(self, module, inputs, output):
+        self._stage_outputs.append(output[0])
+
+    def _after_quantizer(self, module, inputs, qres: QuantizedResult) -> QuantizedResult:
+        training = self.model.training
+        if not training and self._collect_codes:
+            self.dependence.update(qres.codes)
+        if training:
+            self.mmd_state['step'] += 1
+        weight = self.current_weight() if training else 0.
+        if training and self.mmd_cfg.schedule == 'paper':
+            value = self._paper_term(weight)
+        else:
+            streams = torch.stack(self._stage_outputs, dim=1)
+            value = self._term(streams, with_grad=training and weight > 0)
+        self._stage_outputs = []
+        metrics = dict(qres.metrics)
+        metrics['mmd'] = value.detach()
+        if training:
+            metrics['mmd_weight'] = torch.tensor(weight)
+            rvq = self.model.quantizer.vq
+            for k, layer in enumerate(rvq.layers):
+                metrics[f"ppl_q{k + 1}"] = _usage_perplexity(layer._codebook.cluster_size)
+        penalty = qres.penalty
+        if weight > 0 and value.requires_grad:
+            penalty = value * weight if penalty is None else penalty + value * weight
+        return dataclasses.replace(qres, penalty=penalty, metrics=metrics)
+
+    # --- the term ------------------------------------------------------------------------------------------------
+    def _term(self, streams: torch.Tensor, with_grad: bool) -> torch.Tensor:
+        """Independence value of the active codebooks of `streams` [B, K, D, T] (0 with fewer than 2)."""
+        num_active = streams.shape[1]
+        if num_active < 2 or streams.shape[-1] <= max(self.delays[:num_active]):
+            return torch.zeros((), device=streams.device)
+        with torch.set_grad_enabled(with_grad):
+            return independence_loss(streams if with_grad else streams.detach(), delays=self.delays[:num_active],
+                                     generator=self.mmd_rng, **self.loss_options)
+
+    def _paper_term(self, weight: float) -> torch.Tensor:
+        """The published schedule: every `paper_every` updates, re-encode the buffered batches with the current
+        encoder and take one term over all of them (the buffer restarts empty after each such step and on resume).
+        """
+        if self.mmd_state['step'] % self.mmd_cfg.paper_every != 0 or not self._paper_buffer:
+            return torch.zeros((), device=self.device)
+        audio = torch.cat(list(self._paper_buffer), dim=0)
+        self._paper_buffer.clear()
+        with torch.set_grad_enabled(weight > 0):
+            x, _ = self.model.preprocess(audio)
+            streams, _ = quantize_streams(self.model.quantizer.vq, self.model.encoder(x))
+        return self._term(streams, with_grad=weight > 0)
+
+    def current_weight(self) -> float:
+        """Weight of the term now: 0 until every codebook is in use, then a linear ramp to `mmd.weight`.
+
+        The warm-up is tied to codebook usage, not a step count: a strong term switched on before the codebooks
+        are used can keep them from ever being used. Usage = EMA perplexity / bins of the least-used codebook,
+        averaged over workers so all of them switch on at the same step.
+        """
+        cfg = self.mmd_cfg
+        if cfg.weight == 0:
+            return 0.
+        if self.mmd_state['usage_reached_at'] is None:
+            if cfg.warmup.min_usage > 0:
+                rvq = self.model.quantizer.vq
+                usage = min(_usage_perplexity(layer._codebook.cluster_size).item() / layer.codebook_size
+                            for layer in rvq.layers)
+                usage_t = torch.tensor([usage], device=self.device)
+                flashy.distrib.all_reduce(usage_t)
+                if usage_t.item() / flashy.distrib.world_size() < cfg.warmup.min_usage:
+                    return 0.
+            self.mmd_state['usage_reached_at'] = self.mmd_state['step']
+        if cfg.warmup.steps <= 0:
+            return float(cfg.weight)
+        progress = (self.mmd_state['step'] - self.mmd_state['usage_reached_at']) / cfg.warmup.steps
+        return float(cfg.weight) * min(1., max(0., progress))
+
+    def _new_dependence(self) -> CodebookDependence:
+        rvq = self.model.quantizer.vq
+        return CodebookDependence(cardinality=rvq.layers[0].codebook_size, num_codebooks=len(rvq.layers),
+                                  delays=self.delays)
+
+    # --- stages ---------------------------------------------------------------------------------------------------
+    def _with_dependence(self, stage: tp.Callable[[], dict]) -> dict:
+        """Run a stage while counting the codes of every eval forward; add the dependence statistics."""
+        self.dependence = self._new_dependence()
+        self._collect_codes = True
+        try:
+            metrics = stage()
+        finally:
+            self._collect_codes = False
+        self.dependence.reduce()
+        dependence = self.dependence.to_metrics(prefix='codes_')
+        # The least-used codebook: collapse of any one codebook shows here.
+        dependence['codes_util_min'] = min(v for k, v in dependence.items() if k.startswith('codes_util_q'))
+        metrics.update(dependence)
+        return metrics
+
+    def valid(self):
+        return self._with_dependence(super().valid)
+
+    def evaluate(self):
+        return self._with_dependence(super().evaluate)

@@ -1,0 +1,180 @@
+"""The compression_mmd solver on real AudioCraft models and the embedded music (fast tests; no `dora run`)."""
+import types
+
+import pytest
+import torch
+
+from audiocraft.quantization.core_vq import EuclideanCodebook
+
+from audiocraft_mmd.solvers.compression_mmd import (CompressionMMDSolver, _expire_codes_and_reset_stats,
+                                                    quantize_streams, resolve_delays)
+from audiocraft_mmd.train import get_solver, main
+
+DEBUG = ['solver=compression/encodec_mmd_debug']
+
+
+def make_solver(overrides=(), seed=0, solver_name=None):
+    xp = main.get_xp(DEBUG + list(overrides))
+    cfg = xp.cfg
+    if solver_name is not None:
+        cfg.solver = solver_name
+    torch.manual_seed(seed)
+    with xp.enter():
+        return get_solver(cfg)
+
+
+def train_batch(solver):
+    """Put `solver` in its train stage, as `run_stage('train', ...)` would, and return one training batch."""
+    solver.model.train()
+    solver._current_stage = 'train'
+    solver.rng = torch.Generator()
+    solver.rng.manual_seed(0)
+    return next(iter(solver.dataloaders['train']))
+
+
+@pytest.fixture(scope='module')
+def solver(embedded_music):
+    return make_solver(['rvq.q_dropout=false'])
+
+
+def test_hooks_capture_exactly_the_stage_outputs(solver):
+    captured = []
+    x = train_batch(solver)
+    solver.model.eval()
+    original = solver._term
+
+    def spy(streams, with_grad):
+        captured.append(streams.detach().clone())
+        return original(streams, with_grad)
+    solver._term = spy
+    try:
+        with torch.no_grad():
+            qres = solver.model.quantizer(solver.model.encoder(x), solver.model.frame_rate)
+    finally:
+        solver._term = original
+    streams = captured[0]
+    rvq = solver.model.quantizer.vq
+    assert streams.shape[:2] == (x.shape[0], len(rvq.layers))
+    # Each stage's vector is the codeword of that stage's code, and the stages sum to the quantized output.
+    for k, layer in enumerate(rvq.layers):
+        torch.testing.assert_close(streams[:, k], layer.decode(qres.codes[:, k]))
+    torch.testing.assert_close(streams.sum(dim=1), qres.x, atol=1e-5, rtol=1e-5)
+    # The side-effect-free re-quantization used by the paper schedule agrees with the forward pass.
+    with torch.no_grad():
+        again, codes = quantize_streams(rvq, solver.model.encoder(x))
+    assert torch.equal(codes, qres.codes)
+    torch.testing.assert_close(again, streams)
+
+
+def test_term_gradient_reaches_the_encoder_not_the_decoder(embedded_music):
+    # dhsic + median bandwidth: a V-statistic, strictly positive here (the permutation estimate may clamp at 0).
+    solver = make_solver(['rvq.q_dropout=false', 'mmd.estimator=dhsic', 'mmd.bandwidth=median'])
+    x = train_batch(solver)
+    for layer in solver.model.quantizer.vq.layers:
+        layer.commitment_weight = 0.  # penalty = the term alone
+    solver.mmd_state['usage_reached_at'] = 0
+    solver.model.zero_grad(set_to_none=True)
+    qres = solver.model(x)
+    assert qres.penalty.requires_grad and qres.metrics['mmd'] > 0
+    qres.penalty.backward()
+    encoder_grad = sum(p.grad.abs().sum().item() for p in solver.model.encoder.parameters() if p.grad is not None)
+    decoder_grads = [p.grad for p in solver.model.decoder.parameters() if p.grad is not None]
+    assert encoder_grad > 0
+    assert all(g.abs().sum() == 0 for g in decoder_grads)
+    assert torch.isfinite(torch.tensor(encoder_grad))
+
+
+def test_weight_zero_matches_audiocraft_compression_solver(embedded_music):
+    overrides = ['mmd.weight=0', 'mmd.restart_dead_codes=false', 'rvq.q_dropout=false']
+    ours = make_solver(overrides, seed=7)
+    theirs = make_solver(overrides, seed=7, solver_name='compression')
+    assert type(ours) is CompressionMMDSolver and type(theirs) is not CompressionMMDSolver
+    batches = []
+    loader = iter(ours.dataloaders['train'])
+    for _ in range(3):
+        batches.append(next(loader))
+    for solver in (ours, theirs):
+        train_batch(solver)
+        torch.manual_seed(11)
+        for idx, batch in enumerate(batches):
+            metrics = solver.run_step(idx, batch, {})
+        assert torch.isfinite(metrics['l1'])
+    ours_state, theirs_state = ours.model.state_dict(), theirs.model.state_dict()
+    assert ours_state.keys() == theirs_state.keys()
+    for key in ours_state:
+        torch.testing.assert_close(ours_state[key], theirs_state[key], msg=key)
+
+
+def test_metrics_logged_in_training_and_dropout_below_two_codebooks_gives_zero(embedded_music):
+    solver = make_solver(['rvq.q_dropout=true'])
+    x = train_batch(solver)
+    seen_zero = False
+    for idx in range(12):  # q_dropout draws n_q in [1, 4]: one active codebook shows up in a few steps
+        metrics = solver.run_step(idx, x, {})
+        assert {'mmd', 'mmd_weight', 'ppl_q1', 'ppl_q4'} <= set(metrics)
+        seen_zero = seen_zero or float(metrics['mmd']) == 0.
+    assert seen_zero
+
+
+def test_delays_come_from_the_pattern_or_fail_clearly(embedded_music):
+    from omegaconf import OmegaConf
+    cfg = OmegaConf.create({'delays': None, 'pattern': 'delay'})
+    assert resolve_delays(cfg, 4) == [0, 1, 2, 3]
+    cfg.pattern = 'parallel'
+    assert resolve_delays(cfg, 4) == [0, 0, 0, 0]
+    cfg.pattern = 'unroll'
+    with pytest.raises(ValueError, match='mmd.pattern'):
+        resolve_delays(cfg, 4)
+    with pytest.raises(ValueError, match='has 3 entries but the quantizer has 4 codebooks'):
+        make_solver(['mmd.delays=[0,1,2]'])
+
+
+@pytest.mark.parametrize('override, message', [
+    ('mmd.kernel=cosine', 'mmd.kernel'),
+    ('mmd.estimator=magic', 'mmd.estimator'),
+    ('mmd.schedule=sometimes', 'mmd.schedule'),
+])
+def test_config_errors_are_clear(embedded_music, override, message):
+    with pytest.raises(ValueError, match=message):
+        make_solver([override])
+
+
+def test_paper_schedule_takes_the_term_every_n_steps(embedded_music):
+    solver = make_solver(['mmd.schedule=paper', 'mmd.paper_every=3', 'rvq.q_dropout=false', 'mmd.estimator=dhsic',
+                          'mmd.bandwidth=median'])
+    x = train_batch(solver)
+    values = [float(solver.run_step(idx, x, {})['mmd']) for idx in range(6)]
+    assert [v != 0 for v in values] == [False, False, True, False, False, True]
+
+
+def test_warmup_waits_for_codebook_usage(embedded_music):
+    solver = make_solver(['mmd.warmup.min_usage=1.01', 'mmd.warmup.steps=4'])  # unreachable usage
+    x = train_batch(solver)
+    assert all(float(solver.run_step(i, x, {})['mmd_weight']) == 0 for i in range(2))
+    solver.mmd_cfg.warmup.min_usage = 1e-6
+    weights = [float(solver.run_step(i, x, {})['mmd_weight']) for i in range(6)]
+    assert weights[0] == 0. and 0 < weights[2] < solver.mmd_cfg.weight and weights[-1] == solver.mmd_cfg.weight
+
+
+def test_restarted_dead_codes_keep_their_new_value():
+    torch.manual_seed(0)
+    samples = torch.randn(512, 8) + 10.  # the batch lives around +10
+
+    def run(patched):
+        torch.manual_seed(1)
+        codebook = EuclideanCodebook(dim=8, codebook_size=16, kmeans_init=False, decay=0.99)
+        codebook.embed[:4] = -100.  # four dead codes far from the data: no sample picks them
+        codebook.cluster_size.fill_(5.)
+        codebook.cluster_size[:4] = 0.5  # EMA count under threshold_ema_dead_code = 2
+        codebook.embed_avg.copy_(codebook.embed * codebook.cluster_size[:, None])
+        if patched:
+            codebook.expire_codes_ = types.MethodType(_expire_codes_and_reset_stats, codebook)
+        codebook.train()
+        codebook(samples)
+        return codebook.embed[:4]
+
+    # AudioCraft's own replacement is overwritten in the same step: the dead codes are back at -100.
+    torch.testing.assert_close(run(patched=False), torch.full((4, 8), -100.), atol=1e-3, rtol=1e-3)
+    # With the statistics reset they keep the batch samples they were replaced with (around +10).
+    restarted = run(patched=True)
+    assert restarted.mean() > 5 and restarted.min() > 0

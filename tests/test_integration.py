@@ -1,0 +1,104 @@
+"""End to end through `dora run` on the embedded music: training, resume, 2 CPU workers, export, plain loading."""
+import json
+import os
+from pathlib import Path
+import subprocess
+import sys
+
+import pytest
+
+from audiocraft_mmd.env import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+DEBUG = ['solver=compression/encodec_mmd_debug']
+
+
+@pytest.fixture(scope='module')
+def dora_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp('dora')
+
+
+def dora(args, dora_dir, timeout=900):
+    env = {**os.environ, 'AUDIOCRAFT_MMD_DORA_DIR': str(dora_dir), 'AUDIOCRAFT_DORA_DIR': str(dora_dir),
+           'PATH': f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    run = subprocess.run([sys.executable, '-m', 'dora'] + args, cwd=REPO_ROOT, env=env, capture_output=True,
+                         text=True, timeout=timeout)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run
+
+
+def xp_folder(dora_dir, argv):
+    from audiocraft_mmd.train import main
+    return Path(dora_dir) / 'xps' / main.get_xp(argv).sig
+
+
+def history(folder):
+    return json.loads((folder / 'history.json').read_text())
+
+
+@pytest.fixture(scope='module')
+def trained(dora_dir, embedded_music):
+    dora(['run'] + DEBUG, dora_dir)
+    return xp_folder(dora_dir, DEBUG)
+
+
+def test_debug_run_logs_the_term_and_the_codes_dependence(trained):
+    epochs = history(trained)
+    assert len(epochs) == 2
+    assert {'mmd', 'mmd_weight', 'ppl_q1', 'l1'} <= set(epochs[0]['train'])
+    assert {'mmd', 'codes_tc', 'codes_mi_mean'} <= set(epochs[-1]['valid'])
+    assert {'sisnr', 'codes_tc'} <= set(epochs[-1]['evaluate'])
+    assert any(trained.glob('samples/**/*.wav')), "generate stage wrote no audio (ffmpeg path)"
+
+
+def test_rerun_resumes_instead_of_restarting(trained, dora_dir):
+    import torch
+    before = torch.load(trained / 'checkpoint.th', map_location='cpu', weights_only=False)
+    assert before['mmd_state']['step'] == 2 * 4  # 2 epochs x 4 updates
+    dora(['run'] + DEBUG, dora_dir)
+    assert len(history(trained)) == 2
+    after = torch.load(trained / 'checkpoint.th', map_location='cpu', weights_only=False)
+    assert after['mmd_state'] == before['mmd_state']
+
+
+def test_export_loads_in_plain_audiocraft(trained, tmp_path):
+    from audiocraft_mmd.export import export_tokenizer
+    exported = export_tokenizer(trained.name, tmp_path / 'tokenizer')
+    # A fresh process that never imports audiocraft_mmd.
+    code = (
+        "import sys, torch\n"
+        "from audiocraft.models import CompressionModel\n"
+        f"model = CompressionModel.get_pretrained({str(exported)!r})\n"
+        "assert 'audiocraft_mmd' not in sys.modules\n"
+        "x = torch.randn(1, 1, model.sample_rate)\n"
+        "codes, scale = model.encode(x)\n"
+        "y = model.decode(codes, scale)\n"
+        "print(codes.shape[1], y.shape[-1], model.sample_rate)\n")
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    env['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] = '1'
+    run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, cwd='/')
+    assert run.returncode == 0, run.stderr[-3000:]
+    num_codebooks, length, sample_rate = map(int, run.stdout.split()[-3:])
+    assert num_codebooks == 4 and sample_rate == 16000 and length >= sample_rate
+
+
+def test_solver_from_sig_restores_the_trained_model(trained, dora_dir, monkeypatch):
+    import torch
+    from audiocraft_mmd.train import get_solver_from_sig, main
+    monkeypatch.setattr(main.dora, 'dir', Path(dora_dir))
+    solver = get_solver_from_sig(trained.name)
+    state = torch.load(trained / 'checkpoint.th', map_location='cpu', weights_only=False)
+    for key, value in state['best_state']['model'].items():
+        torch.testing.assert_close(solver.model.state_dict()[key], value)
+    assert solver.mmd_state == state['mmd_state']
+
+
+def test_two_cpu_workers(dora_dir, embedded_music):
+    argv = DEBUG + ['generate.every=1000', 'evaluate.every=1000', 'optim.epochs=1']
+    dora(['run', '-d', '--ddp_workers', '2'] + argv, dora_dir)
+    folder = xp_folder(dora_dir, argv)
+    epochs = history(folder)
+    assert len(epochs) == 1
+    assert {'mmd', 'codes_tc'} <= set(epochs[0]['valid'])
+    logs = sorted(folder.glob('solver.log.*'))
+    assert [p.name for p in logs] == ['solver.log.0', 'solver.log.1']
