@@ -13,17 +13,18 @@ from pathlib import Path
 import sys
 import typing as tp
 
-# (stage, key, column title, format)
+# (stage, key, column title, format). AudioCraft logs `sisnr` as the NEGATED SI-SNR: the report flips it back.
 COLUMNS: tp.List[tp.Tuple[str, str, str, str]] = [
     ('evaluate', 'codes_tc', 'TC (bits, delay-aligned)', '.4f'),
-    ('evaluate', 'codes_tc_norm', 'TC / sum H', '.4f'),
     ('evaluate', 'codes_tc_shuffled', 'TC shuffled', '.4f'),
+    ('evaluate', 'codes_tc_norm', 'TC / sum H', '.4f'),
     ('evaluate', 'codes_mi_mean', 'mean pairwise MI', '.4f'),
     ('evaluate', 'codes_util_min', 'min utilization', '.2f'),
     ('evaluate', 'sisnr', 'SI-SNR (dB)', '.2f'),
     ('valid', 'msspec', 'msspec', '.4f'),
     ('valid', 'mmd', 'term (valid)', '.3g'),
 ]
+NEGATED = {'sisnr'}
 
 
 def _last_with(history: tp.List[dict], stage: str) -> dict:
@@ -56,9 +57,11 @@ def collect(xps: tp.Sequence[tp.Any]) -> tp.Dict[str, tp.List[tp.Dict[str, tp.An
         row: tp.Dict[str, tp.Any] = {'sig': xp.sig, 'argv': list(xp.argv), 'epochs': len(history),
                                      'cfg': xp.cfg}
         for stage, key, _, _ in COLUMNS:
-            row[f'{stage}/{key}'] = _last_with(history, stage).get(key)
-        row['mi'] = {k: v for k, v in _last_with(history, 'evaluate').items() if k.startswith('codes_mi_')
-                     and k[len('codes_mi_'):].isdigit()}
+            value = _last_with(history, stage).get(key)
+            row[f'{stage}/{key}'] = -value if value is not None and key in NEGATED else value
+        # Pairwise MI, keys codes_mi_{i}{j} with 1-based codebooks i < j.
+        row['mi'] = {(int(k[-2]), int(k[-1])): v for k, v in _last_with(history, 'evaluate').items()
+                     if k.startswith('codes_mi_') and k[len('codes_mi_'):].isdigit()}
         groups.setdefault(_setting(xp.argv), []).append(row)
     return groups
 
@@ -112,16 +115,14 @@ def plot(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], out: Path) -> tp.L
         row = rows[0]
         if not row['mi']:
             continue
-        k = int(math.isqrt(len(row['mi']))) or 1
-        size = max(int(key[len('codes_mi_'):][0]) for key in row['mi']) + 1
-        k = max(k, size)
-        matrix = [[row['mi'].get(f'codes_mi_{i}{j}', row['mi'].get(f'codes_mi_{j}{i}', math.nan))
-                   for j in range(k)] for i in range(k)]
+        k = max(max(pair) for pair in row['mi'])
+        matrix = [[row['mi'].get((min(i, j), max(i, j)), math.nan) if i != j else math.nan
+                   for j in range(1, k + 1)] for i in range(1, k + 1)]
         fig, ax = plt.subplots(figsize=(4, 3.4))
         image = ax.imshow(matrix, cmap='viridis')
         fig.colorbar(image, ax=ax, label='bits')
-        ax.set_xticks(range(k), [f'q{j}' for j in range(k)])
-        ax.set_yticks(range(k), [f'q{i}' for i in range(k)])
+        ax.set_xticks(range(k), [f'q{j}' for j in range(1, k + 1)])
+        ax.set_yticks(range(k), [f'q{i}' for i in range(1, k + 1)])
         ax.set_title(f"pairwise MI, {row['sig']}", fontsize=9)
         fig.tight_layout()
         path = out / f"mi_{row['sig']}.png"

@@ -142,7 +142,7 @@ class CompressionMMDSolver(CompressionSolver):
             bandwidths=None if self.mmd_cfg.bandwidths is None else list(self.mmd_cfg.bandwidths),
             bandwidth=self.mmd_cfg.bandwidth, scale=float(self.mmd_cfg.scale), standardize=self.mmd_cfg.standardize,
             max_samples=self.mmd_cfg.max_samples, num_features=self.mmd_cfg.num_features,
-            gather=self.mmd_cfg.gather)
+            gather=self.mmd_cfg.gather, clamp=self.mmd_cfg.clamp)
         self.mmd_rng = torch.Generator(device=self.device)
         self.mmd_rng.manual_seed(self.cfg.seed + flashy.distrib.rank())
         self.dependence = self._new_dependence()
