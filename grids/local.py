@@ -42,7 +42,7 @@ def main(args: tp.Optional[tp.List[str]] = None) -> int:
     parser.add_argument('--dry_run', action='store_true', help="print the XPs and exit")
     parser.add_argument('overrides', nargs='*', help="extra overrides for every XP, e.g. device=cuda "
                         "(excluded keys only, or the signatures change)")
-    opts = parser.parse_args(args)
+    opts = parser.parse_intermixed_args(args)
     if opts.small:
         os.environ['AUDIOCRAFT_MMD_GRID_SCALE'] = 'small'
     xps = grid_xps(opts.name)

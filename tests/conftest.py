@@ -1,5 +1,11 @@
 """Shared fixtures. The embedded music set is real audio rendered offline; `make test` builds it first."""
+import os
+import tempfile
+
 import pytest
+
+# XPs made by the tests go to a throw-away Dora folder, not the user's outputs/ (read when the main is imported).
+os.environ['AUDIOCRAFT_MMD_DORA_DIR'] = tempfile.mkdtemp(prefix='audiocraft_mmd_tests_')
 
 
 @pytest.fixture(scope='session')

@@ -70,8 +70,20 @@ def test_dora_defaults():
     assert os.environ.get('USER')
     assert os.environ.get('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD') in ('0', '1')
     assert main.dora.grid_package == 'grids'
-    if not (os.environ.get('AUDIOCRAFT_MMD_DORA_DIR') or os.environ.get('AUDIOCRAFT_DORA_DIR')):
-        assert Path(main.dora.dir) == env.REPO_ROOT / 'outputs'
+    # conftest points the tests at a temporary folder; AudioCraft's own main follows it.
+    assert Path(main.dora.dir) == Path(os.environ['AUDIOCRAFT_MMD_DORA_DIR']).resolve()
+    import audiocraft.train
+    assert Path(audiocraft.train.main.dora.dir) == Path(main.dora.dir)
+
+
+def test_default_dora_folder_is_in_the_repo_without_user_settings():
+    env_vars = {k: v for k, v in os.environ.items()
+                if k not in ('AUDIOCRAFT_MMD_DORA_DIR', 'AUDIOCRAFT_DORA_DIR', 'USER')}
+    code = "from audiocraft_mmd.train import main; import os; print(main.dora.dir); print(os.environ['USER'])"
+    run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env_vars)
+    assert run.returncode == 0, run.stderr[-2000:]
+    folder, user = run.stdout.split()[-2:]
+    assert Path(folder) == env.REPO_ROOT / 'outputs' and user
 
 
 def _solver_for(argv):
