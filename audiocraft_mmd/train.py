@@ -11,7 +11,6 @@ source tarball, which is the only distribution that ships `config/`); this repo'
 search path by a Hydra SearchPathPlugin registered below, before the `@hydra_main` line, so that Dora's config-group
 listing sees it too (a `hydra.searchpath` entry in a YAML file would not be seen there).
 """
-import logging
 import os
 import sys
 import typing as tp
@@ -24,15 +23,15 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 from . import env
+# Fails with the install command when AudioCraft lacks its config tree, before AudioCraft's own main would.
+AUDIOCRAFT_CONFIG_DIR = env.audiocraft_config_dir()
 # Imported here, outside any Hydra app: AudioCraft code imports `audiocraft.train` lazily (checkpoint lookup,
 # seeding), and its module-level Dora main cannot be built while a Hydra app runs. It reads AUDIOCRAFT_DORA_DIR,
 # which `env` pointed at this package's Dora folder.
 import audiocraft.train as audiocraft_train  # noqa: E402
 
-logger = logging.getLogger(__name__)
 
 PLUGIN_CONFIG_DIR = env.REPO_ROOT / 'config'
-AUDIOCRAFT_CONFIG_DIR = env.audiocraft_config_dir()
 
 # Solver names this package adds, mapped lazily to 'module:Class' (importing a solver pulls in most of AudioCraft).
 SOLVERS: tp.Dict[str, str] = {

@@ -129,7 +129,7 @@ def test_audiocraft_without_config_tree_is_a_clear_error(tmp_path):
     fake = tmp_path / 'site' / 'audiocraft'
     fake.mkdir(parents=True)
     (fake / '__init__.py').write_text("__version__ = '1.3.0'\n")
-    code = "from audiocraft_mmd import env; env.audiocraft_config_dir()"
+    code = "import audiocraft_mmd.train"
     run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          env={**os.environ, 'PYTHONPATH': str(tmp_path / 'site')})
     assert run.returncode != 0

@@ -6,8 +6,6 @@ D = 4 (see docs/estimators.md): under independence 'dhsic' and 'rff' have std ~1
 the paper's 'permutation' estimator has mean ~-5e-3 (its -O(1/N) bias) and std ~3e-4; the shared
 latent with rho = 0.2 / 0.5 gives ~3.5e-3 / ~2.2e-2.
 """
-import multiprocessing as mp
-import socket
 
 import pytest
 import torch
@@ -405,41 +403,16 @@ def test_align_delays_bad_input():
 
 
 # ------------------------------------------------------------------- torch.distributed
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+def _gather_worker(rank, world):
+    full = make_streams(0.5, 0, batch=4, frames=32)          # same on every rank
+    local = full[2 * rank: 2 * rank + 2].clone().requires_grad_(True)
+    loss = independence_loss(local, estimator='dhsic', gather=True)
+    loss.backward()
+    return loss.item(), local.grad.tolist()
 
 
-def _gather_worker(rank, world, port, queue):
-    import torch.distributed as dist
-    torch.set_num_threads(1)
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world)
-    try:
-        full = make_streams(0.5, 0, batch=4, frames=32)          # same on every rank
-        local = full[2 * rank: 2 * rank + 2].clone().requires_grad_(True)
-        loss = independence_loss(local, estimator='dhsic', gather=True)
-        loss.backward()
-        # Plain lists: tensors would travel by shared-memory fds, racing with the child's exit.
-        queue.put((rank, loss.item(), local.grad.tolist()))
-    finally:
-        dist.destroy_process_group()
-
-
-def test_gather_two_ranks_matches_single_process():
-    ctx = mp.get_context('fork')
-    queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_gather_worker, args=(r, 2, port, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = {}
-    for _ in range(2):
-        rank, value, grad = queue.get(timeout=60)
-        results[rank] = (value, grad)
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
+def test_gather_two_ranks_matches_single_process(gloo_workers):
+    results = gloo_workers(_gather_worker, 2)
     full = make_streams(0.5, 0, batch=4, frames=32).requires_grad_(True)
     ref = independence_loss(full, estimator='dhsic')
     ref.backward()

@@ -5,8 +5,6 @@ independent variables is ~ chi2((C-1)^2) / (2 N ln 2) bits, i.e. bias (C-1)^2 / 
 sqrt(2) (C-1) / (2 N ln 2); Miller-Madow removes the bias to first order.
 """
 import math
-import multiprocessing as mp
-import socket
 
 import pytest
 import torch
@@ -193,38 +191,17 @@ def test_reduce_is_noop_without_distributed():
 
 
 # ------------------------------------------------------------------- torch.distributed
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+def _reduce_worker(rank, world):
+    codes = copy_channel(4000, 16, 0.5, seed=0, k=3).reshape(3, 2, 2000).permute(1, 0, 2)
+    m = CodebookDependence(16, 3)
+    m.update(codes[rank:rank + 1, :, : 1500 + 500 * rank])   # unequal sizes across ranks
+    m.reduce()
+    m.reduce()                                                # idempotent
+    return m.compute()
 
 
-def _reduce_worker(rank, world, port, queue):
-    import torch.distributed as dist
-    torch.set_num_threads(1)
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world)
-    try:
-        codes = copy_channel(4000, 16, 0.5, seed=0, k=3).reshape(3, 2, 2000).permute(1, 0, 2)
-        m = CodebookDependence(16, 3)
-        m.update(codes[rank:rank + 1, :, : 1500 + 500 * rank])   # unequal sizes across ranks
-        m.reduce()
-        m.reduce()                                                # idempotent
-        queue.put((rank, m.compute()))
-    finally:
-        dist.destroy_process_group()
-
-
-def test_reduce_two_ranks_sums_counts():
-    ctx = mp.get_context('fork')
-    queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_reduce_worker, args=(r, 2, port, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = dict(queue.get(timeout=60) for _ in range(2))
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
+def test_reduce_two_ranks_sums_counts(gloo_workers):
+    results = gloo_workers(_reduce_worker, 2)
     codes = copy_channel(4000, 16, 0.5, seed=0, k=3).reshape(3, 2, 2000).permute(1, 0, 2)
     ref = CodebookDependence(16, 3)
     ref.update(codes[0:1, :, :1500])
