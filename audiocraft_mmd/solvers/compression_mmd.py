@@ -98,11 +98,10 @@ def _expire_codes_and_reset_stats(codebook: torch.nn.Module, batch_samples: torc
     flashy.distrib.broadcast_tensors(codebook.buffers())
 
 
-def _usage_perplexity(cluster_size: torch.Tensor) -> torch.Tensor:
-    """Perplexity of a codebook's EMA usage counts (defined for every codebook, active or not)."""
-    probs = cluster_size.clamp(min=0) / cluster_size.clamp(min=0).sum().clamp(min=1e-12)
-    entropy = -(probs * probs.clamp(min=1e-12).log()).sum()
-    return entropy.exp()
+def _perplexity(counts: torch.Tensor) -> torch.Tensor:
+    """Perplexity (2 ** entropy in bits, as exp of nats) of a histogram of code counts."""
+    probs = counts.clamp(min=0) / counts.clamp(min=0).sum().clamp(min=1e-12)
+    return torch.exp(-(probs * probs.clamp(min=1e-12).log()).sum())
 
 
 class CompressionMMDSolver(CompressionSolver):
@@ -186,9 +185,12 @@ class CompressionMMDSolver(CompressionSolver):
         metrics['mmd'] = value.detach()
         if training:
             metrics['mmd_weight'] = torch.tensor(weight)
-            rvq = self.model.quantizer.vq
-            for k, layer in enumerate(rvq.layers):
-                metrics[f"ppl_q{k + 1}"] = _usage_perplexity(layer._codebook.cluster_size)
+            # Perplexity of the codes of this batch, per active codebook. (Not the EMA cluster sizes: a restarted
+            # dead code gets a fresh count, so those look in use even when no frame picks them.)
+            bins = self.model.quantizer.vq.layers[0].codebook_size
+            for k in range(qres.codes.shape[1]):
+                metrics[f"ppl_q{k + 1}"] = _perplexity(torch.bincount(qres.codes[:, k].flatten(), minlength=bins)
+                                                       .float())
         penalty = qres.penalty
         if weight > 0 and value.requires_grad:
             penalty = value * weight if penalty is None else penalty + value * weight
@@ -221,8 +223,9 @@ class CompressionMMDSolver(CompressionSolver):
         """Weight of the term now: 0 until every codebook is in use, then a linear ramp to `mmd.weight`.
 
         The warm-up is tied to codebook usage, not a step count: a strong term switched on before the codebooks
-        are used can keep them from ever being used. Usage = EMA perplexity / bins of the least-used codebook,
-        averaged over workers so all of them switch on at the same step.
+        are used can keep them from ever being used. Usage = perplexity / bins of the least-used codebook's EMA
+        cluster sizes, averaged over workers so all of them switch on at the same step. (With
+        `restart_dead_codes` those sizes overstate usage: restarted codes start from a fresh count.)
         """
         cfg = self.mmd_cfg
         if cfg.weight == 0:
@@ -230,7 +233,7 @@ class CompressionMMDSolver(CompressionSolver):
         if self.mmd_state['usage_reached_at'] is None:
             if cfg.warmup.min_usage > 0:
                 rvq = self.model.quantizer.vq
-                usage = min(_usage_perplexity(layer._codebook.cluster_size).item() / layer.codebook_size
+                usage = min(_perplexity(layer._codebook.cluster_size).item() / layer.codebook_size
                             for layer in rvq.layers)
                 usage_t = torch.tensor([usage], device=self.device)
                 flashy.distrib.all_reduce(usage_t)

@@ -111,7 +111,7 @@ def test_metrics_logged_in_training_and_dropout_below_two_codebooks_gives_zero(e
     seen_zero = False
     for idx in range(12):  # q_dropout draws n_q in [1, 4]: one active codebook shows up in a few steps
         metrics = solver.run_step(idx, x, {})
-        assert {'mmd', 'mmd_weight', 'ppl_q1', 'ppl_q4'} <= set(metrics)
+        assert {'mmd', 'mmd_weight', 'ppl_q1'} <= set(metrics)  # ppl of the active codebooks only
         seen_zero = seen_zero or float(metrics['mmd']) == 0.
     assert seen_zero
 
