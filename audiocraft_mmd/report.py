@@ -15,10 +15,11 @@ import typing as tp
 
 # (stage, key, column title, format). AudioCraft logs `sisnr` as the NEGATED SI-SNR: the report flips it back.
 COLUMNS: tp.List[tp.Tuple[str, str, str, str]] = [
-    ('evaluate', 'codes_tc', 'TC (bits, delay-aligned)', '.4f'),
-    ('evaluate', 'codes_tc_shuffled', 'TC shuffled', '.4f'),
-    ('evaluate', 'codes_tc_norm', 'TC / sum H', '.4f'),
-    ('evaluate', 'codes_mi_mean', 'mean pairwise MI', '.4f'),
+    ('evaluate', 'codes_tc', 'TC (bits, delay-aligned)', '.3f'),
+    ('evaluate', 'codes_tc_excess', 'TC - shuffled', '.3f'),
+    ('evaluate', 'codes_tc_norm', 'TC / sum H', '.3f'),
+    ('evaluate', 'codes_mi_mean', 'mean pairwise MI', '.3f'),
+    ('evaluate', 'codes_mi_mean_excess', 'MI - shuffled', '.3f'),
     ('evaluate', 'codes_util_min', 'min utilization', '.2f'),
     ('evaluate', 'sisnr', 'SI-SNR (dB)', '.2f'),
     ('valid', 'msspec', 'msspec', '.4f'),
