@@ -30,7 +30,7 @@ def time_steps(argv: tp.List[str], steps: int, warmup: int, device: str) -> tp.T
     solver.model.train()
     solver.rng = torch.Generator()
     solver.rng.manual_seed(0)
-    solver.current_stage = 'train'
+    solver._current_stage = 'train'  # what run_stage('train', ...) sets
     batch = next(iter(solver.dataloaders['train']))
     times = []
     for idx in range(warmup + steps):
