@@ -12,6 +12,15 @@ import torch
 os.environ['AUDIOCRAFT_MMD_DORA_DIR'] = tempfile.mkdtemp(prefix='audiocraft_mmd_tests_')
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensor problems: one torch thread avoids oversubscription on shared 2-core machines."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope='session')
 def embedded_music():
     """The small embedded dataset's name, built on first use if `make dataset` has not run."""

@@ -14,13 +14,7 @@ from audiocraft_mmd.losses import ESTIMATORS, KERNELS, align_delays, independenc
 from audiocraft_mmd.losses import independence as ind
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny problems: one thread avoids oversubscription on shared 2-core machines.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def make_streams(rho: float, seed: int, batch: int = 4, num_codebooks: int = 4, dim: int = 4,

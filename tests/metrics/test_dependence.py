@@ -12,12 +12,7 @@ import torch
 from audiocraft_mmd.metrics import CodebookDependence, codebook_dependence
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def copy_channel(n: int, card: int, p: float, seed: int, k: int = 2) -> torch.Tensor:
