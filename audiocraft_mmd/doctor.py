@@ -23,6 +23,12 @@ def _checks() -> tp.Iterator[tp.Tuple[str, tp.Callable[[], str]]]:
         from .train import main
         return f"dora main ok, outputs in {main.dora.dir}"
 
+    def visqol() -> str:
+        from .metrics.visqol import _import_visqol
+        package = _import_visqol()
+        from visqol.numba_accel import has_numba
+        return f"visqol-python {package.__version__} ({'numba kernels' if has_numba() else 'no numba: ~8x slower'})"
+
     def dataset() -> str:
         from .data import embedded_music
         built = embedded_music.is_built('embedded_music')
@@ -32,6 +38,7 @@ def _checks() -> tp.Iterator[tp.Tuple[str, tp.Callable[[], str]]]:
     yield 'audiocraft', audiocraft
     yield 'ffmpeg', ffmpeg
     yield 'dora', dora_main
+    yield 'visqol', visqol
     yield 'dataset', dataset
 
 

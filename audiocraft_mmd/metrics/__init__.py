@@ -1,4 +1,8 @@
-"""Metrics of audiocraft_mmd (torch-only; importing this package does not import AudioCraft)."""
-from .dependence import CodebookDependence, codebook_dependence
+"""Metrics of audiocraft_mmd (torch-only; importing this package does not import AudioCraft).
 
-__all__ = ['codebook_dependence', 'CodebookDependence']
+``PythonViSQOL`` imports the optional ``visqol`` package (visqol-python) only when instantiated.
+"""
+from .dependence import CodebookDependence, codebook_dependence
+from .visqol import PythonViSQOL
+
+__all__ = ['codebook_dependence', 'CodebookDependence', 'PythonViSQOL']
