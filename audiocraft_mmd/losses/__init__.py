@@ -1,5 +1,6 @@
 """Losses of audiocraft_mmd (torch-only; importing this package does not import AudioCraft)."""
-from .independence import (ESTIMATORS, KERNELS, MEDIAN_MULTIPLIERS, align_delays,
-                           independence_loss)
+from .independence import (BANDWIDTH_MODES, ESTIMATORS, KERNELS, MEDIAN_MULTIPLIERS, align_delays,
+                           independence_loss, kernel_options)
 
-__all__ = ['independence_loss', 'KERNELS', 'ESTIMATORS', 'MEDIAN_MULTIPLIERS', 'align_delays']
+__all__ = ['independence_loss', 'kernel_options', 'KERNELS', 'ESTIMATORS', 'BANDWIDTH_MODES', 'MEDIAN_MULTIPLIERS',
+           'align_delays']

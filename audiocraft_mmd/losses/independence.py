@@ -40,7 +40,7 @@ import typing as tp
 import torch
 import torch.distributed as dist
 
-__all__ = ['independence_loss', 'align_delays', 'KERNELS', 'ESTIMATORS', 'MEDIAN_MULTIPLIERS']
+__all__ = ['independence_loss', 'align_delays', 'kernel_options', 'KERNELS', 'ESTIMATORS', 'MEDIAN_MULTIPLIERS']
 
 # Kernel name -> default (paper) parameters used with ``bandwidth='fixed'``.
 #  multiscale_gaussian: sum_a exp(-d / (2a)), a a variance; gaussian: exp(-d / (2a));
@@ -77,6 +77,36 @@ _CHUNK_ELEMENTS_CPU = 1 << 18
 # ----------------------------------------------------------------------------------------------
 # Public helpers
 # ----------------------------------------------------------------------------------------------
+def kernel_options(kernel: str, estimator: str, bandwidth: str) -> tp.Dict[str, str]:
+    """The estimator and bandwidth mode to use for `kernel`, closest to the preferred ones that support it.
+
+    Used by the kernel ablation so that every kernel runs with the base setup where it can: the dhsic estimator
+    has no closed form for the inverse quadratic kernel (rff estimates the same statistic), rff needs a
+    shift-invariant kernel (dhsic is exact for linear/quadratic), and the median bandwidth applies to distance
+    kernels only (linear/quadratic have no bandwidth).
+
+    Args:
+        kernel (str): one of ``KERNELS``.
+        estimator (str): preferred estimator, one of ``ESTIMATORS``.
+        bandwidth (str): preferred bandwidth mode, one of ``BANDWIDTH_MODES``.
+    Returns:
+        ``{'kernel': ..., 'estimator': ..., 'bandwidth': ...}``, keyword arguments of ``independence_loss``.
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"Unknown kernel {kernel!r}: use one of {sorted(KERNELS)}.")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"Unknown estimator {estimator!r}: use one of {list(ESTIMATORS)}.")
+    if bandwidth not in BANDWIDTH_MODES:
+        raise ValueError(f"Unknown bandwidth mode {bandwidth!r}: use one of {list(BANDWIDTH_MODES)}.")
+    if kernel not in _DISTANCE_KERNELS:
+        bandwidth = 'fixed'
+        if estimator == 'rff':
+            estimator = 'dhsic'
+    elif kernel == 'inverse_quadratic' and estimator == 'dhsic':
+        estimator = 'rff'
+    return {'kernel': kernel, 'estimator': estimator, 'bandwidth': bandwidth}
+
+
 def _check_delays(delays: tp.Optional[tp.Sequence[int]], num_codebooks: int,
                   num_frames: int) -> tp.Optional[tp.List[int]]:
     if delays is None:

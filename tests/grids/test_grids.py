@@ -10,7 +10,7 @@ from grids.local import grid_xps
 GRID_NAMES = sorted(m.name for m in pkgutil.iter_modules(grids.__path__) if not m.name.startswith('_')
                     and m.name != 'local')
 EXPECTED = {'mmd_sweep': 18, 'delay_ablation': 9, 'kernel_ablation': 15, 'estimator_ablation': 18,
-            'schedule_ablation': 6, 'reproduction': 12}
+            'schedule_ablation': 6, 'reproduction': 6}
 
 
 def test_every_grid_is_listed():
@@ -42,3 +42,29 @@ def test_explorer_shows_the_metrics_that_matter():
     names = repr(explorer.get_grid_metrics())
     for key in ('mmd', 'codes_tc', 'codes_mi_mean', 'codes_util_min', 'sisnr', 'msspec'):
         assert key in names
+
+
+@pytest.mark.parametrize('small', [True, False])
+def test_kernel_ablation_runs_every_kernel_with_options_the_estimator_supports(small, monkeypatch):
+    import torch
+    from audiocraft_mmd.losses import independence_loss
+    if small:
+        monkeypatch.setenv('AUDIOCRAFT_MMD_GRID_SCALE', 'small')
+    else:
+        monkeypatch.delenv('AUDIOCRAFT_MMD_GRID_SCALE', raising=False)
+    xps = grid_xps('kernel_ablation')
+    from audiocraft_mmd.train import main
+    base = importlib.import_module('grids.kernel_ablation').BASE_OPTIONS['small' if small else 'paper']
+    yaml = main.get_xp([f"solver=compression/{'encodec_mmd_small' if small else 'encodec_mmd'}"]).cfg.mmd
+    assert base == (yaml.estimator, yaml.bandwidth), "BASE_OPTIONS out of date with the base config"
+    streams = torch.randn(2, 4, 3, 16, generator=torch.Generator().manual_seed(0))
+    kernels = set()
+    for xp in xps:
+        mmd = xp.cfg.mmd
+        kernels.add(str(mmd.kernel))
+        # What the solver would call at its first step: it must not raise.
+        independence_loss(streams, estimator=mmd.estimator, kernel=mmd.kernel, bandwidth=mmd.bandwidth,
+                          scale=mmd.scale, generator=torch.Generator().manual_seed(0))
+        if mmd.kernel in ('multiscale_gaussian', 'gaussian'):  # the base setup itself
+            assert (mmd.estimator, mmd.bandwidth) == base
+    assert kernels == {'multiscale_gaussian', 'gaussian', 'inverse_quadratic', 'linear', 'quadratic'}

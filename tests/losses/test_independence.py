@@ -10,7 +10,7 @@ latent with rho = 0.2 / 0.5 gives ~3.5e-3 / ~2.2e-2.
 import pytest
 import torch
 
-from audiocraft_mmd.losses import ESTIMATORS, KERNELS, align_delays, independence_loss
+from audiocraft_mmd.losses import ESTIMATORS, KERNELS, align_delays, independence_loss, kernel_options
 from audiocraft_mmd.losses import independence as ind
 
 
@@ -416,3 +416,18 @@ def test_gather_two_ranks_matches_single_process(gloo_workers):
         assert value == pytest.approx(ref.item(), rel=1e-5)
         # Gradient reaches the local part only, and equals the full gradient there.
         assert torch.allclose(grad, full.grad[2 * rank: 2 * rank + 2], rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.parametrize('estimator', ESTIMATORS)
+@pytest.mark.parametrize('bandwidth', ['fixed', 'median'])
+def test_kernel_options_give_a_runnable_combination_closest_to_the_preferred_one(estimator, bandwidth):
+    streams = torch.randn(2, 3, 4, 20, generator=torch.Generator().manual_seed(0))
+    for kernel in KERNELS:
+        options = kernel_options(kernel, estimator, bandwidth)
+        value = independence_loss(streams, clamp=False, generator=torch.Generator().manual_seed(0), **options)
+        assert torch.isfinite(value)
+        # The preferred choice is kept wherever the kernel supports it.
+        if kernel in ('multiscale_gaussian', 'gaussian'):
+            assert options == {'kernel': kernel, 'estimator': estimator, 'bandwidth': bandwidth}
+    with pytest.raises(ValueError, match='Unknown kernel'):
+        kernel_options('laplacian', estimator, bandwidth)
