@@ -48,6 +48,8 @@ def test_debug_run_logs_the_term_and_the_codes_dependence(trained):
     assert {'mmd', 'mmd_weight', 'ppl_q1', 'l1'} <= set(epochs[0]['train'])
     assert {'mmd', 'codes_tc', 'codes_mi_mean'} <= set(epochs[-1]['valid'])
     assert {'sisnr', 'codes_tc'} <= set(epochs[-1]['evaluate'])
+    # ViSQOL through visqol-python (no binary): a MOS-LQO on its 1-5 scale.
+    assert 1. <= epochs[-1]['evaluate']['visqol'] <= 5.
     # AudioCraft writes samples as mp3 through ffmpeg: this checks the ffmpeg wiring too.
     assert any(p.stat().st_size > 1000 for p in trained.glob('samples/*/*.mp3')), "no generated audio"
 

@@ -23,7 +23,7 @@ from audiocraft.quantization import QuantizedResult
 from audiocraft.solvers.compression import CompressionSolver
 
 from ..losses import ESTIMATORS, KERNELS, independence_loss
-from ..metrics import CodebookDependence
+from ..metrics import CodebookDependence, PythonViSQOL
 
 # Patterns whose one-step tuple is (q_1[t - d_1], ..., q_K[t - d_K]): the delays they imply, from AudioCraft itself.
 PATTERN_DELAYS: tp.Dict[str, tp.Callable[[int], tp.List[int]]] = {
@@ -98,6 +98,11 @@ def _expire_codes_and_reset_stats(codebook: torch.nn.Module, batch_samples: torc
     flashy.distrib.broadcast_tensors(codebook.buffers())
 
 
+def _visqol_kwargs(cfg: omegaconf.DictConfig) -> tp.Dict[str, tp.Any]:
+    """Constructor arguments of `PythonViSQOL` from AudioCraft's `metrics.visqol` node (mode, bin, model)."""
+    return dict(omegaconf.OmegaConf.to_container(cfg.metrics.visqol, resolve=True))
+
+
 def _perplexity(counts: torch.Tensor) -> torch.Tensor:
     """Perplexity (2 ** entropy in bits, as exp of nats) of a histogram of code counts."""
     probs = counts.clamp(min=0) / counts.clamp(min=0).sum().clamp(min=1e-12)
@@ -131,6 +136,13 @@ class CompressionMMDSolver(CompressionSolver):
             raise ValueError(f"mmd.weight={mmd.weight} must be >= 0.")
         if mmd.schedule == 'paper' and mmd.paper_every < 1:
             raise ValueError(f"mmd.paper_every={mmd.paper_every} must be >= 1.")
+        if CompressionMMDSolver._uses_python_visqol(cfg):
+            PythonViSQOL(**_visqol_kwargs(cfg))  # fail at start, not after training, if visqol-python is missing
+
+    @staticmethod
+    def _uses_python_visqol(cfg: omegaconf.DictConfig) -> bool:
+        """ViSQOL is on but no bazel-built binary is given (AudioCraft's default `metrics.visqol.bin: null`)."""
+        return bool(cfg.evaluate.metrics.get('visqol', False)) and cfg.metrics.visqol.get('bin') is None
 
     def build_model(self):
         super().build_model()
@@ -148,14 +160,40 @@ class CompressionMMDSolver(CompressionSolver):
         self._collect_codes = False
         self._stage_outputs: tp.List[torch.Tensor] = []
         self._paper_buffer: tp.Deque[torch.Tensor] = deque(maxlen=max(1, self.mmd_cfg.paper_every))
+        # Decayed histogram of the codes training frames actually pick [K, bins]: the warm-up's usage measure.
+        self._code_counts = torch.zeros(len(rvq.layers), rvq.layers[0].codebook_size, device=self.device)
         for layer in rvq.layers:
             layer.register_forward_hook(self._on_stage)
             if self.mmd_cfg.restart_dead_codes:
                 # Instance attribute: the class, the buffers and the saved format stay AudioCraft's.
                 layer._codebook.expire_codes_ = types.MethodType(_expire_codes_and_reset_stats, layer._codebook)
+        if self.mmd_cfg.restart_dead_codes:
+            self._check_restart_threshold()
         self.model.quantizer.register_forward_pre_hook(self._before_quantizer)
         self.model.quantizer.register_forward_hook(self._after_quantizer)
         self.model.register_forward_pre_hook(self._before_model)
+
+    def _check_restart_threshold(self) -> None:
+        """A working restart needs a dead-code threshold below the EMA count a code gets under uniform use.
+
+        A code's EMA `cluster_size` tends to its picks per step, on average frames per step (per worker) / bins;
+        with the threshold at or above that, most codes count as dead at every step and the codebook churns
+        (AudioCraft's default of 2 is harmless only because its own restart is undone).
+        """
+        if self.cfg.dataset.segment_duration is None:  # whole files: no fixed number of frames per step
+            return
+        rvq = self.model.quantizer.vq
+        threshold = float(rvq.layers[0]._codebook.threshold_ema_dead_code)
+        frames = self.cfg.dataset.batch_size * int(self.cfg.dataset.segment_duration * self.model.frame_rate)
+        bins = rvq.layers[0].codebook_size
+        uniform_count = frames / bins
+        if threshold >= uniform_count:
+            raise ValueError(
+                f"mmd.restart_dead_codes=true with rvq.threshold_ema_dead_code={threshold:g}: a code picked at the "
+                f"uniform rate gets an EMA count of {uniform_count:.3g} per step ({frames} frames per step and worker "
+                f"/ {bins} bins), below the threshold, so most codes would be restarted at every step. Lower it, "
+                f"e.g. rvq.threshold_ema_dead_code={uniform_count / 10:.2g} (a tenth of that count), or set "
+                "mmd.restart_dead_codes=false.")
 
     # --- hooks -------------------------------------------------------------------------------------------------
     def _before_model(self, module, inputs):
@@ -174,6 +212,7 @@ class CompressionMMDSolver(CompressionSolver):
             self.dependence.update(qres.codes)
         if training:
             self.mmd_state['step'] += 1
+            self._count_codes(qres.codes)
         weight = self.current_weight() if training else 0.
         if training and self.mmd_cfg.schedule == 'paper':
             value = self._paper_term(weight)
@@ -219,26 +258,36 @@ class CompressionMMDSolver(CompressionSolver):
             streams, _ = quantize_streams(self.model.quantizer.vq, self.model.encoder(x))
         return self._term(streams, with_grad=weight > 0)
 
+    def _count_codes(self, codes: torch.Tensor) -> None:
+        """Add the codes [B, K_active, T] of a training batch to the decayed usage histogram (dropped-out
+        codebooks get no count this step)."""
+        bins = self._code_counts.shape[1]
+        self._code_counts.mul_(self.mmd_cfg.warmup.usage_decay)
+        for k in range(codes.shape[1]):
+            self._code_counts[k] += torch.bincount(codes[:, k].flatten(), minlength=bins).to(self._code_counts)
+
+    def codebook_usage(self) -> float:
+        """Perplexity / bins of the least-used codebook, over the codes training frames picked recently (decayed
+        histogram, `mmd.warmup.usage_decay` per update) summed over workers."""
+        counts = self._code_counts.clone()
+        flashy.distrib.all_reduce(counts)
+        bins = counts.shape[1]
+        return min(_perplexity(row).item() for row in counts) / bins
+
     def current_weight(self) -> float:
         """Weight of the term now: 0 until every codebook is in use, then a linear ramp to `mmd.weight`.
 
         The warm-up is tied to codebook usage, not a step count: a strong term switched on before the codebooks
-        are used can keep them from ever being used. Usage = perplexity / bins of the least-used codebook's EMA
-        cluster sizes, averaged over workers so all of them switch on at the same step. (With
-        `restart_dead_codes` those sizes overstate usage: restarted codes start from a fresh count.)
+        are used can keep them from ever being used. Usage is measured on the codes the frames actually pick
+        (`codebook_usage`), not on the EMA cluster sizes, which count a restarted dead code as used whether or
+        not any frame picks it. All workers see the same summed histogram, so they switch on at the same step.
         """
         cfg = self.mmd_cfg
         if cfg.weight == 0:
             return 0.
         if self.mmd_state['usage_reached_at'] is None:
-            if cfg.warmup.min_usage > 0:
-                rvq = self.model.quantizer.vq
-                usage = min(_perplexity(layer._codebook.cluster_size).item() / layer.codebook_size
-                            for layer in rvq.layers)
-                usage_t = torch.tensor([usage], device=self.device)
-                flashy.distrib.all_reduce(usage_t)
-                if usage_t.item() / flashy.distrib.world_size() < cfg.warmup.min_usage:
-                    return 0.
+            if cfg.warmup.min_usage > 0 and self.codebook_usage() < cfg.warmup.min_usage:
+                return 0.
             self.mmd_state['usage_reached_at'] = self.mmd_state['step']
         if cfg.warmup.steps <= 0:
             return float(cfg.weight)
@@ -270,4 +319,26 @@ class CompressionMMDSolver(CompressionSolver):
         return self._with_dependence(super().valid)
 
     def evaluate(self):
-        return self._with_dependence(super().evaluate)
+        if not self._uses_python_visqol(self.cfg):
+            return self._with_dependence(super().evaluate)
+        # AudioCraft's ViSQOL runs a bazel-built binary; without one, score each evaluate forward with visqol-python
+        # here and keep AudioCraft's own (per-batch, binary-based) ViSQOL off for the stage.
+        visqol = PythonViSQOL(**_visqol_kwargs(self.cfg))
+        scores: tp.List[float] = []
+
+        def score(module, inputs, qres):
+            if not module.training:
+                # Reference first: the input audio (AudioCraft passes the reconstruction first, which makes a silent
+                # reconstruction score high; ViSQOL is not symmetric).
+                scores.append(visqol(inputs[0].detach().cpu(), qres.x.detach().cpu(), self.cfg.sample_rate))
+
+        handle = self.model.register_forward_hook(score)
+        self.cfg.evaluate.metrics.visqol = False
+        try:
+            metrics = self._with_dependence(super().evaluate)
+        finally:
+            self.cfg.evaluate.metrics.visqol = True
+            handle.remove()
+        mean = sum(scores) / len(scores) if scores else 0.
+        metrics.update(flashy.distrib.average_metrics({'visqol': mean}, len(scores)))
+        return metrics

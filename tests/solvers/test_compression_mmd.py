@@ -1,4 +1,5 @@
 """The compression_mmd solver on real AudioCraft models and the embedded music (fast tests; no `dora run`)."""
+import sys
 import types
 
 import pytest
@@ -133,6 +134,8 @@ def test_delays_come_from_the_pattern_or_fail_clearly(embedded_music):
     ('mmd.kernel=cosine', 'mmd.kernel'),
     ('mmd.estimator=magic', 'mmd.estimator'),
     ('mmd.schedule=sometimes', 'mmd.schedule'),
+    # AudioCraft's default threshold with the debug batch (100 frames / 64 bins = 1.56 per code and step)
+    ('rvq.threshold_ema_dead_code=2', r'Lower it, e.g. rvq.threshold_ema_dead_code=0.16'),
 ])
 def test_config_errors_are_clear(embedded_music, override, message):
     with pytest.raises(ValueError, match=message):
@@ -154,6 +157,25 @@ def test_warmup_waits_for_codebook_usage(embedded_music):
     solver.mmd_cfg.warmup.min_usage = 1e-6
     weights = [float(solver.run_step(i, x, {})['mmd_weight']) for i in range(6)]
     assert weights[0] == 0. and 0 < weights[2] < solver.mmd_cfg.weight and weights[-1] == solver.mmd_cfg.weight
+
+
+def test_warmup_usage_counts_the_codes_frames_pick_not_the_ema_cluster_sizes(embedded_music):
+    # min_usage 1 needs perfectly uniform use: uniform EMA cluster sizes reach it, the codes of one batch cannot.
+    solver = make_solver(['rvq.q_dropout=false', 'mmd.warmup.usage_decay=0.', 'mmd.warmup.min_usage=1.0'])
+    x = train_batch(solver)
+    bins = solver.model.quantizer.vq.layers[0].codebook_size
+    for layer in solver.model.quantizer.vq.layers:
+        layer._codebook.cluster_size.fill_(10.)  # the EMA says: every code equally used (as after restarts)
+    solver.model.train()
+    qres = solver.model(x)
+    # With decay 0 the histogram is this batch's codes: usage = the least-used codebook's batch perplexity / bins.
+    expected = min(float(torch.exp(-(p * p.clamp(min=1e-12).log()).sum()))
+                   for p in (torch.bincount(qres.codes[:, k].flatten(), minlength=bins).float() / qres.codes[:, k].numel()
+                             for k in range(qres.codes.shape[1]))) / bins
+    assert solver.codebook_usage() == pytest.approx(expected, rel=1e-5)
+    # The gate stays shut although the EMA cluster sizes are uniform (their usage reads exactly 1.0).
+    assert expected < 1.0
+    assert float(qres.metrics['mmd_weight']) == 0. and solver.mmd_state['usage_reached_at'] is None
 
 
 def test_restarted_dead_codes_keep_their_new_value():
@@ -178,3 +200,9 @@ def test_restarted_dead_codes_keep_their_new_value():
     # With the statistics reset they keep the batch samples they were replaced with (around +10).
     restarted = run(patched=True)
     assert restarted.mean() > 5 and restarted.min() > 0
+
+
+def test_visqol_without_its_package_fails_at_start_with_the_fix(embedded_music, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'visqol', None)
+    with pytest.raises(ImportError, match='pip install visqol-python'):
+        make_solver(['evaluate.metrics.visqol=true'])
