@@ -22,6 +22,7 @@ COLUMNS: tp.List[tp.Tuple[str, str, str, str]] = [
     ('evaluate', 'codes_mi_mean_excess', 'MI - shuffled', '.3f'),
     ('evaluate', 'codes_util_min', 'min utilization', '.2f'),
     ('evaluate', 'sisnr', 'SI-SNR (dB)', '.2f'),
+    ('evaluate', 'visqol', 'ViSQOL', '.2f'),
     ('valid', 'msspec', 'msspec', '.4f'),
     ('valid', 'mmd', 'term (valid)', '.3g'),
 ]

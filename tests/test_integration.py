@@ -117,6 +117,22 @@ def test_calibrate_measures_every_kernel_on_a_trained_xp(trained, dora_dir, monk
     assert "'inverse_quadratic':" in capsys.readouterr().out
 
 
+def test_report_tabulates_a_trained_xp_and_draws_its_mi_heatmap(trained, dora_dir, monkeypatch, capsys,
+                                                                 tmp_path):
+    from audiocraft_mmd import report
+    from audiocraft_mmd.train import main
+    monkeypatch.setattr(main.dora, 'dir', Path(dora_dir))
+    assert report.main([trained.name, '--out', str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    header, _, row = out.splitlines()[:3]
+    assert 'ViSQOL' in header and 'SI-SNR (dB)' in header and trained.name in row
+    epochs = history(trained)
+    # SI-SNR is reported as SI-SNR (AudioCraft logs its negation).
+    assert f"{-epochs[-1]['evaluate']['sisnr']:.2f}" in row
+    assert f"{epochs[-1]['evaluate']['visqol']:.2f}" in row
+    assert (tmp_path / f'mi_{trained.name}.png').stat().st_size > 1000
+
+
 def test_two_cpu_workers(dora_dir, embedded_music):
     argv = DEBUG + ['generate.every=1000', 'evaluate.every=1000', 'optim.epochs=1']
     dora(['run', '-d', '--ddp_workers', '2'] + argv, dora_dir)
