@@ -77,6 +77,15 @@ _CHUNK_ELEMENTS_CPU = 1 << 18
 # ----------------------------------------------------------------------------------------------
 # Public helpers
 # ----------------------------------------------------------------------------------------------
+def _check_names(kernel: str, estimator: str, bandwidth: str) -> None:
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel '{kernel}', expected one of {tuple(KERNELS)}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator '{estimator}', expected one of {ESTIMATORS}")
+    if bandwidth not in BANDWIDTH_MODES:
+        raise ValueError(f"unknown bandwidth mode '{bandwidth}', expected one of {BANDWIDTH_MODES}")
+
+
 def kernel_options(kernel: str, estimator: str, bandwidth: str) -> tp.Dict[str, str]:
     """The estimator and bandwidth mode to use for `kernel`, closest to the preferred ones that support it.
 
@@ -92,12 +101,7 @@ def kernel_options(kernel: str, estimator: str, bandwidth: str) -> tp.Dict[str, 
     Returns:
         ``{'kernel': ..., 'estimator': ..., 'bandwidth': ...}``, keyword arguments of ``independence_loss``.
     """
-    if kernel not in KERNELS:
-        raise ValueError(f"Unknown kernel {kernel!r}: use one of {sorted(KERNELS)}.")
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"Unknown estimator {estimator!r}: use one of {list(ESTIMATORS)}.")
-    if bandwidth not in BANDWIDTH_MODES:
-        raise ValueError(f"Unknown bandwidth mode {bandwidth!r}: use one of {list(BANDWIDTH_MODES)}.")
+    _check_names(kernel, estimator, bandwidth)
     if kernel not in _DISTANCE_KERNELS:
         bandwidth = 'fixed'
         if estimator == 'rff':
@@ -535,12 +539,7 @@ def _validate(streams: torch.Tensor, estimator: str, kernel: str, bandwidth: str
                          f"(shape {tuple(streams.shape)})")
     if min(streams.shape) < 1:
         raise ValueError(f"streams must be non-empty, got shape {tuple(streams.shape)}")
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown kernel '{kernel}', expected one of {tuple(KERNELS)}")
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown estimator '{estimator}', expected one of {ESTIMATORS}")
-    if bandwidth not in BANDWIDTH_MODES:
-        raise ValueError(f"unknown bandwidth mode '{bandwidth}', expected one of {BANDWIDTH_MODES}")
+    _check_names(kernel, estimator, bandwidth)
     if estimator == 'dhsic' and kernel == 'inverse_quadratic':
         raise ValueError("estimator='dhsic' has no closed form for kernel='inverse_quadratic' (it does "
                          "not factorize over codebooks); use estimator='permutation' or estimator='rff'")

@@ -429,5 +429,5 @@ def test_kernel_options_give_a_runnable_combination_closest_to_the_preferred_one
         # The preferred choice is kept wherever the kernel supports it.
         if kernel in ('multiscale_gaussian', 'gaussian'):
             assert options == {'kernel': kernel, 'estimator': estimator, 'bandwidth': bandwidth}
-    with pytest.raises(ValueError, match='Unknown kernel'):
+    with pytest.raises(ValueError, match='unknown kernel'):
         kernel_options('laplacian', estimator, bandwidth)
