@@ -68,17 +68,20 @@ def collect(xps: tp.Sequence[tp.Any]) -> tp.Dict[str, tp.List[tp.Dict[str, tp.An
     return groups
 
 
-def markdown_table(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]]) -> str:
-    """Markdown table: one row per setting, `mean +- std (n)` per metric."""
-    header = ['setting', 'XPs (epochs)'] + [title for _, _, title, _ in COLUMNS]
+def markdown_table(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], per_xp: bool = False) -> str:
+    """Markdown table: one row per setting with `mean ± std` per metric, or one row per XP (`per_xp`)."""
+    header = ['setting', 'XPs (epochs)' if not per_xp else 'XP (epochs), seed'] + [title for _, _, title, _ in COLUMNS]
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for setting, rows in groups.items():
-        cells = [f'`{setting}`', ', '.join(f"{r['sig']} ({r['epochs']})" for r in rows)]
-        for stage, key, _, fmt in COLUMNS:
-            mean, std = _mean_std([r[f'{stage}/{key}'] for r in rows])
-            cells.append('n/a' if math.isnan(mean) else
-                         f'{mean:{fmt}} ± {std:{fmt}}' if len(rows) > 1 else f'{mean:{fmt}}')
-        lines.append('| ' + ' | '.join(cells) + ' |')
+        for members in ([[r] for r in rows] if per_xp else [rows]):
+            cells = [f'`{setting}`', ', '.join(f"{r['sig']} ({r['epochs']})" for r in members)]
+            if per_xp:
+                cells[-1] += f", {members[0]['cfg'].seed}"
+            for stage, key, _, fmt in COLUMNS:
+                mean, std = _mean_std([r[f'{stage}/{key}'] for r in members])
+                cells.append('n/a' if math.isnan(mean) else
+                             f'{mean:{fmt}} ± {std:{fmt}}' if len(members) > 1 else f'{mean:{fmt}}')
+            lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
 
@@ -139,6 +142,7 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
     parser.add_argument('targets', nargs='+', help="a grid name (module under grids/) or XP signatures")
     parser.add_argument('--small', action='store_true', help="the grid's small scale (AUDIOCRAFT_MMD_GRID_SCALE)")
     parser.add_argument('--out', type=Path, default=None, help="folder for the PNG plots")
+    parser.add_argument('--per-xp', action='store_true', help="also print one row per XP")
     opts = parser.parse_args(argv)
     if opts.small:
         os.environ['AUDIOCRAFT_MMD_GRID_SCALE'] = 'small'
@@ -151,6 +155,9 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
         xps = [dora_main.get_xp_from_sig(sig) for sig in opts.targets]
     groups = collect(xps)
     print(markdown_table(groups))
+    if opts.per_xp:
+        print()
+        print(markdown_table(groups, per_xp=True))
     if opts.out is not None:
         for path in plot(groups, opts.out):
             print(f'wrote {path}')
