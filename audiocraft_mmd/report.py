@@ -37,7 +37,8 @@ def _last_with(history: tp.List[dict], stage: str) -> dict:
 
 
 def _setting(argv: tp.Sequence[str]) -> str:
-    parts = [a for a in argv if not a.startswith('seed=') and not a.startswith('solver=')]
+    # seed: what a setting averages over; num_threads: not part of an XP's signature (Dora excludes it).
+    parts = [a for a in argv if not a.startswith(('seed=', 'solver=', 'num_threads='))]
     return ' '.join(parts) or '(defaults)'
 
 
