@@ -76,7 +76,6 @@ class PythonViSQOL:
             ``audiocraft.metrics.ViSQOL``).
     """
     SAMPLE_RATES_MODES = {"audio": 48_000, "speech": 16_000}
-    ALLOWED_SAMPLE_RATES = frozenset(SAMPLE_RATES_MODES.values())
     # Shortest clips visqol-python 3.8.0 scores (measured: audio mode fails at 0.9 s, speech mode at 0.6 s).
     MIN_DURATION = {"audio": 1.0, "speech": 0.7}
 
@@ -92,7 +91,6 @@ class PythonViSQOL:
         self.visqol_mode = mode
         self.target_sr = self.SAMPLE_RATES_MODES[mode]
         self.model_path = self._resolve_model(model) if mode == 'audio' else None
-        self.visqol_version: str = getattr(visqol, '__version__', 'unknown')
         self.last_scores: tp.List[float] = []
         self._api = visqol.VisqolApi()
         self._api.create(mode=mode, model_path=self.model_path, search_window=search_window,
@@ -158,10 +156,10 @@ class PythonViSQOL:
         if len(ref_sig) == 0:
             return 0.0
         min_duration = self.MIN_DURATION[self.visqol_mode]
-        if ref_sig.shape[-1] / sr < min_duration:
+        duration = ref_sig.shape[-1] / sr + (1. if pad_with_silence else 0.)
+        if duration < min_duration:
             raise ValueError(f"ViSQOL ({self.visqol_mode} mode) needs clips of at least {min_duration:g} s, got "
-                             f"{ref_sig.shape[-1] / sr:.2f} s: score longer audio, e.g. raise "
-                             "dataset.evaluate.segment_duration.")
+                             f"{duration:.2f} s: score longer audio, e.g. raise dataset.evaluate.segment_duration.")
         refs = self._prepare(ref_sig, sr, pad_with_silence)
         degs = self._prepare(deg_sig, sr, pad_with_silence)
         for ref, deg in zip(refs, degs):
