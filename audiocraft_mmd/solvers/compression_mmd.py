@@ -21,6 +21,7 @@ import torch
 from audiocraft.modules.codebooks_patterns import DelayedPatternProvider, ParallelPatternProvider
 from audiocraft.quantization import QuantizedResult
 from audiocraft.solvers.compression import CompressionSolver
+from audiocraft.utils.utils import dict_from_config
 
 from ..losses import ESTIMATORS, KERNELS, independence_loss
 from ..metrics import CodebookDependence, PythonViSQOL
@@ -98,11 +99,6 @@ def _expire_codes_and_reset_stats(codebook: torch.nn.Module, batch_samples: torc
     flashy.distrib.broadcast_tensors(codebook.buffers())
 
 
-def _visqol_kwargs(cfg: omegaconf.DictConfig) -> tp.Dict[str, tp.Any]:
-    """Constructor arguments of `PythonViSQOL` from AudioCraft's `metrics.visqol` node (mode, bin, model)."""
-    return dict(omegaconf.OmegaConf.to_container(cfg.metrics.visqol, resolve=True))
-
-
 def _perplexity(counts: torch.Tensor) -> torch.Tensor:
     """Perplexity (2 ** entropy in bits, as exp of nats) of a histogram of code counts."""
     probs = counts.clamp(min=0) / counts.clamp(min=0).sum().clamp(min=1e-12)
@@ -137,7 +133,7 @@ class CompressionMMDSolver(CompressionSolver):
         if mmd.schedule == 'paper' and mmd.paper_every < 1:
             raise ValueError(f"mmd.paper_every={mmd.paper_every} must be >= 1.")
         if CompressionMMDSolver._uses_python_visqol(cfg):
-            PythonViSQOL(**_visqol_kwargs(cfg))  # fail at start, not after training, if visqol-python is missing
+            PythonViSQOL(**dict_from_config(cfg.metrics.visqol))  # fail at start, not after training, if visqol-python is missing
 
     @staticmethod
     def _uses_python_visqol(cfg: omegaconf.DictConfig) -> bool:
@@ -210,9 +206,11 @@ class CompressionMMDSolver(CompressionSolver):
         training = self.model.training
         if not training and self._collect_codes:
             self.dependence.update(qres.codes)
+        batch_counts = None
         if training:
             self.mmd_state['step'] += 1
-            self._count_codes(qres.codes)
+            batch_counts = self._batch_code_counts(qres.codes)
+            self._code_counts[:len(batch_counts)] += batch_counts
         weight = self.current_weight() if training else 0.
         if training and self.mmd_cfg.schedule == 'paper':
             value = self._paper_term(weight)
@@ -226,10 +224,8 @@ class CompressionMMDSolver(CompressionSolver):
             metrics['mmd_weight'] = torch.tensor(weight)
             # Perplexity of the codes of this batch, per active codebook. (Not the EMA cluster sizes: a restarted
             # dead code gets a fresh count, so those look in use even when no frame picks them.)
-            bins = self.model.quantizer.vq.layers[0].codebook_size
-            for k in range(qres.codes.shape[1]):
-                metrics[f"ppl_q{k + 1}"] = _perplexity(torch.bincount(qres.codes[:, k].flatten(), minlength=bins)
-                                                       .float())
+            for k, counts in enumerate(batch_counts):
+                metrics[f"ppl_q{k + 1}"] = _perplexity(counts)
         penalty = qres.penalty
         if weight > 0 and value.requires_grad:
             penalty = value * weight if penalty is None else penalty + value * weight
@@ -258,13 +254,13 @@ class CompressionMMDSolver(CompressionSolver):
             streams, _ = quantize_streams(self.model.quantizer.vq, self.model.encoder(x))
         return self._term(streams, with_grad=weight > 0)
 
-    def _count_codes(self, codes: torch.Tensor) -> None:
-        """Add the codes [B, K_active, T] of a training batch to the decayed usage histogram (dropped-out
-        codebooks get no count this step)."""
+    def _batch_code_counts(self, codes: torch.Tensor) -> torch.Tensor:
+        """Histograms [K_active, bins] of the codes [B, K_active, T] of a training batch; decays the usage
+        histogram by `mmd.warmup.usage_decay` (dropped-out codebooks get no count this step)."""
         bins = self._code_counts.shape[1]
         self._code_counts.mul_(self.mmd_cfg.warmup.usage_decay)
-        for k in range(codes.shape[1]):
-            self._code_counts[k] += torch.bincount(codes[:, k].flatten(), minlength=bins).to(self._code_counts)
+        return torch.stack([torch.bincount(codes[:, k].flatten(), minlength=bins) for k in range(codes.shape[1])]
+                           ).to(self._code_counts)
 
     def codebook_usage(self) -> float:
         """Perplexity / bins of the least-used codebook, over the codes training frames picked recently (decayed
@@ -323,7 +319,7 @@ class CompressionMMDSolver(CompressionSolver):
             return self._with_dependence(super().evaluate)
         # AudioCraft's ViSQOL runs a bazel-built binary; without one, score each evaluate forward with visqol-python
         # here and keep AudioCraft's own (per-batch, binary-based) ViSQOL off for the stage.
-        visqol = PythonViSQOL(**_visqol_kwargs(self.cfg))
+        visqol = PythonViSQOL(**dict_from_config(self.cfg.metrics.visqol))
         scores: tp.List[float] = []
 
         def score(module, inputs, qres):
