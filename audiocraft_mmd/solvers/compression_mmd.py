@@ -114,8 +114,10 @@ class CompressionMMDSolver(CompressionSolver):
     def __init__(self, cfg: omegaconf.DictConfig):
         self.mmd_cfg = cfg.mmd
         self._check_mmd_config(cfg)
-        # Persistent schedule state (checkpointed): training forwards seen and the step the warm-up started at.
-        self.mmd_state: tp.Dict[str, tp.Any] = {'step': 0, 'usage_reached_at': None}
+        # Persistent schedule state (checkpointed): training forwards seen, the step the warm-up started at and how
+        # often the usage guard paused the term.
+        self.mmd_state: tp.Dict[str, tp.Any] = {'step': 0, 'usage_reached_at': None, 'pauses': 0}
+        self._last_usage: tp.Optional[float] = None  # usage measured by the gate this step (logged as mmd_usage)
         super().__init__(cfg)
         self.register_stateful('mmd_state')
 
@@ -222,6 +224,9 @@ class CompressionMMDSolver(CompressionSolver):
         metrics['mmd'] = value.detach()
         if training:
             metrics['mmd_weight'] = torch.tensor(weight)
+            if self._last_usage is not None:
+                metrics['mmd_usage'] = torch.tensor(self._last_usage)
+                self._last_usage = None
             # Perplexity of the codes of this batch, per active codebook. (Not the EMA cluster sizes: a restarted
             # dead code gets a fresh count, so those look in use even when no frame picks them.)
             for k, counts in enumerate(batch_counts):
@@ -271,7 +276,9 @@ class CompressionMMDSolver(CompressionSolver):
         return min(_perplexity(row).item() for row in counts) / bins
 
     def current_weight(self) -> float:
-        """Weight of the term now: 0 until every codebook is in use, then a linear ramp to `mmd.weight`.
+        """Weight of the term now: 0 until every codebook is in use, then a linear ramp to `mmd.weight`. With
+        `mmd.warmup.guard` the gate closes again whenever usage falls below `min_usage` (counted in
+        `mmd_state['pauses']`), and the ramp restarts once it has recovered.
 
         The warm-up is tied to codebook usage, not a step count: a strong term switched on before the codebooks
         are used can keep them from ever being used. Usage is measured on the codes the frames actually pick
@@ -281,9 +288,15 @@ class CompressionMMDSolver(CompressionSolver):
         cfg = self.mmd_cfg
         if cfg.weight == 0:
             return 0.
-        if self.mmd_state['usage_reached_at'] is None:
-            if cfg.warmup.min_usage > 0 and self.codebook_usage() < cfg.warmup.min_usage:
+        gate_open = self.mmd_state['usage_reached_at'] is not None
+        if cfg.warmup.min_usage > 0 and (not gate_open or cfg.warmup.guard):
+            self._last_usage = self.codebook_usage()
+            if self._last_usage < cfg.warmup.min_usage:
+                if gate_open:  # the guard: pause, and ramp up again once usage has recovered
+                    self.mmd_state['usage_reached_at'] = None
+                    self.mmd_state['pauses'] = self.mmd_state.get('pauses', 0) + 1
                 return 0.
+        if not gate_open:
             self.mmd_state['usage_reached_at'] = self.mmd_state['step']
         if cfg.warmup.steps <= 0:
             return float(cfg.weight)

@@ -159,6 +159,25 @@ def test_warmup_waits_for_codebook_usage(embedded_music):
     assert weights[0] == 0. and 0 < weights[2] < solver.mmd_cfg.weight and weights[-1] == solver.mmd_cfg.weight
 
 
+@pytest.mark.parametrize('guard', [False, True])
+def test_usage_guard_pauses_the_term_while_usage_is_low(embedded_music, guard):
+    solver = make_solver(['rvq.q_dropout=false', 'mmd.warmup.min_usage=1e-6', 'mmd.warmup.steps=2',
+                          f'mmd.warmup.guard={str(guard).lower()}'])
+    x = train_batch(solver)
+    full = solver.mmd_cfg.weight
+    assert [float(solver.run_step(i, x, {})['mmd_weight']) for i in range(3)] == [0., full / 2, full]
+    solver.mmd_cfg.warmup.min_usage = 1.01  # usage falls below the threshold: unreachable
+    metrics = solver.run_step(3, x, {})
+    if not guard:  # the gate opened once and stays open
+        assert float(metrics['mmd_weight']) == full and 'mmd_usage' not in metrics
+        return
+    assert float(metrics['mmd_weight']) == 0. and 0 < float(metrics['mmd_usage']) < 1.01
+    assert solver.mmd_state['pauses'] == 1 and solver.mmd_state['usage_reached_at'] is None
+    assert float(solver.run_step(4, x, {})['mmd_weight']) == 0. and solver.mmd_state['pauses'] == 1
+    solver.mmd_cfg.warmup.min_usage = 1e-6  # recovered: the ramp starts again
+    assert [float(solver.run_step(i, x, {})['mmd_weight']) for i in range(5, 8)] == [0., full / 2, full]
+
+
 def test_warmup_usage_counts_the_codes_frames_pick_not_the_ema_cluster_sizes(embedded_music):
     # min_usage 1 needs perfectly uniform use: uniform EMA cluster sizes reach it, the codes of one batch cannot.
     solver = make_solver(['rvq.q_dropout=false', 'mmd.warmup.usage_decay=0.', 'mmd.warmup.min_usage=1.0'])
