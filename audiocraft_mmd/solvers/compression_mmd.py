@@ -132,6 +132,9 @@ class CompressionMMDSolver(CompressionSolver):
             raise ValueError(f"mmd.schedule={mmd.schedule!r} is unknown: use one of {list(SCHEDULES)}.")
         if mmd.weight < 0:
             raise ValueError(f"mmd.weight={mmd.weight} must be >= 0.")
+        if mmd.warmup.guard and mmd.warmup.min_usage <= 0:
+            raise ValueError("mmd.warmup.guard=true pauses the term while usage is below mmd.warmup.min_usage, which "
+                             "is 0: set a threshold, e.g. mmd.warmup.min_usage=0.1.")
         if mmd.schedule == 'paper' and mmd.paper_every < 1:
             raise ValueError(f"mmd.paper_every={mmd.paper_every} must be >= 1.")
         if CompressionMMDSolver._uses_python_visqol(cfg):

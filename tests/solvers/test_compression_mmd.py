@@ -134,6 +134,7 @@ def test_delays_come_from_the_pattern_or_fail_clearly(embedded_music):
     ('mmd.kernel=cosine', 'mmd.kernel'),
     ('mmd.estimator=magic', 'mmd.estimator'),
     ('mmd.schedule=sometimes', 'mmd.schedule'),
+    ('mmd.warmup.guard=true', r'set a threshold, e.g. mmd.warmup.min_usage=0.1'),
     # AudioCraft's default threshold with the debug batch (100 frames / 64 bins = 1.56 per code and step)
     ('rvq.threshold_ema_dead_code=2', r'Lower it, e.g. rvq.threshold_ema_dead_code=0.16'),
 ])
