@@ -147,13 +147,13 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
     opts = parser.parse_args(argv)
     if opts.small:
         os.environ['AUDIOCRAFT_MMD_GRID_SCALE'] = 'small'
-    from .train import main as dora_main
+    from .train import get_xp_from_sig
     if len(opts.targets) == 1 and not all(c in '0123456789abcdef' for c in opts.targets[0]):
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         from grids.local import grid_xps
         xps = grid_xps(opts.targets[0])
     else:
-        xps = [dora_main.get_xp_from_sig(sig) for sig in opts.targets]
+        xps = [get_xp_from_sig(sig) for sig in opts.targets]
     groups = collect(xps)
     print(markdown_table(groups))
     if opts.per_xp:

@@ -94,6 +94,28 @@ def get_solver(cfg: omegaconf.DictConfig):
     return build_solver(cfg)
 
 
+def get_xp_from_sig(sig: str) -> tp.Any:
+    """The Dora XP of signature `sig`, checked against the current configs.
+
+    Dora stores only an XP's command line and recomputes its signature from the current config tree, which hashes
+    the overrides that differ from the solver's defaults. After a default changes, the stored command line can map
+    to another signature, and so to another XP's folder and checkpoints: this refuses that instead of reading them.
+
+    Args:
+        sig (str): Dora signature of the XP (in this package's Dora folder).
+    Returns:
+        The `dora.XP`.
+    """
+    xp = main.get_xp_from_sig(sig)
+    if xp.sig != sig:
+        raise RuntimeError(
+            f"XP {sig} ran with configs whose defaults have since changed: its command line "
+            f"({' '.join(xp.argv)}) now maps to XP {xp.sig}, so its folder can no longer be found from it. Check "
+            f"out the commit it ran at, or, if its setting is unchanged and {main.dora.dir}/xps/{xp.sig} does "
+            f"not exist, move its folder there.")
+    return xp
+
+
 def get_solver_from_sig(sig: str, override_cfg: tp.Optional[dict] = None, restore: bool = True,
                        load_best: bool = True, ignore_state_keys: tp.Sequence[str] = ()):
     """Load the solver of one of this package's XPs (AudioCraft's version only knows AudioCraft's solvers).
@@ -109,7 +131,7 @@ def get_solver_from_sig(sig: str, override_cfg: tp.Optional[dict] = None, restor
         The solver, ready for `solver.run_one_stage('evaluate')` or to use `solver.model`.
     """
     import hydra
-    xp = main.get_xp_from_sig(sig)
+    xp = get_xp_from_sig(sig)
     cfg = xp.cfg
     if override_cfg is not None:
         cfg = omegaconf.OmegaConf.merge(cfg, omegaconf.DictConfig(override_cfg))

@@ -1,4 +1,5 @@
 """The Dora main: config composition over AudioCraft's tree, the solver registry, and the clear errors."""
+import json
 import os
 from pathlib import Path
 import subprocess
@@ -8,7 +9,7 @@ from omegaconf import OmegaConf
 import pytest
 
 from audiocraft_mmd import env
-from audiocraft_mmd.train import PLUGIN_CONFIG_DIR, SOLVERS, build_solver, get_solver, main
+from audiocraft_mmd.train import PLUGIN_CONFIG_DIR, SOLVERS, build_solver, get_solver, get_xp_from_sig, main
 
 SOLVER_FILES = sorted(PLUGIN_CONFIG_DIR.glob('solver/**/*.yaml'))
 DSET_FILES = sorted(PLUGIN_CONFIG_DIR.glob('dset/**/*.yaml'))
@@ -64,6 +65,21 @@ def test_signature_depends_on_overrides():
     base = main.get_xp(['solver=compression/encodec_mmd_debug'])
     assert main.get_xp(['solver=compression/encodec_mmd_debug']).sig == base.sig
     assert main.get_xp(['solver=compression/encodec_mmd_debug', 'mmd.weight=3']).sig != base.sig
+
+
+def test_xp_whose_command_line_now_maps_elsewhere_is_refused():
+    # Dora hashes the overrides that differ from the solver's defaults: an XP folder whose stored command line now
+    # gives another signature (a default changed since it ran) must not be read as that other XP.
+    argv = ['solver=compression/encodec_mmd_debug', 'seed=7']
+    real = main.get_xp(argv)
+    real.folder.mkdir(parents=True, exist_ok=True)
+    (real.folder / '.argv.json').write_text(json.dumps(argv))
+    assert get_xp_from_sig(real.sig).sig == real.sig
+    stale = real.folder.parent / '0123abcd'
+    stale.mkdir(exist_ok=True)
+    (stale / '.argv.json').write_text(json.dumps(argv))
+    with pytest.raises(RuntimeError, match=f'now maps to XP {real.sig}.*move its folder there'):
+        get_xp_from_sig('0123abcd')
 
 
 def test_dora_defaults():
