@@ -114,10 +114,13 @@ class CompressionMMDSolver(CompressionSolver):
     def __init__(self, cfg: omegaconf.DictConfig):
         self.mmd_cfg = cfg.mmd
         self._check_mmd_config(cfg)
-        # Persistent schedule state (checkpointed): training forwards seen, the step the warm-up started at and how
-        # often the usage guard paused the term.
-        self.mmd_state: tp.Dict[str, tp.Any] = {'step': 0, 'usage_reached_at': None, 'pauses': 0}
+        # Persistent schedule state (checkpointed): training forwards seen, the step the warm-up (re)started at, and
+        # whether / how often the usage guard paused the term.
+        self.mmd_state: tp.Dict[str, tp.Any] = {'step': 0, 'usage_reached_at': None, 'paused': False, 'pauses': 0}
         self._last_usage: tp.Optional[float] = None  # usage measured by the gate this step (logged as mmd_usage)
+        # The guard's measure, a bias-corrected running mean of `batch_usage` (not checkpointed: refills at once).
+        self._average_batch_usage = flashy.averager(cfg.mmd.warmup.usage_decay)
+        self._recent_batch_usage = 1.
         super().__init__(cfg)
         self.register_stateful('mmd_state')
 
@@ -132,9 +135,9 @@ class CompressionMMDSolver(CompressionSolver):
             raise ValueError(f"mmd.schedule={mmd.schedule!r} is unknown: use one of {list(SCHEDULES)}.")
         if mmd.weight < 0:
             raise ValueError(f"mmd.weight={mmd.weight} must be >= 0.")
-        if mmd.warmup.guard and mmd.warmup.min_usage <= 0:
-            raise ValueError("mmd.warmup.guard=true pauses the term while usage is below mmd.warmup.min_usage, which "
-                             "is 0: set a threshold, e.g. mmd.warmup.min_usage=0.1.")
+        if not 0 <= mmd.warmup.guard < 1:
+            raise ValueError(f"mmd.warmup.guard={mmd.warmup.guard} is a usage (perplexity / bins) in [0, 1), "
+                             "e.g. 0.1; 0 turns the guard off.")
         if mmd.schedule == 'paper' and mmd.paper_every < 1:
             raise ValueError(f"mmd.paper_every={mmd.paper_every} must be >= 1.")
         if CompressionMMDSolver._uses_python_visqol(cfg):
@@ -216,6 +219,8 @@ class CompressionMMDSolver(CompressionSolver):
             self.mmd_state['step'] += 1
             batch_counts = self._batch_code_counts(qres.codes)
             self._code_counts[:len(batch_counts)] += batch_counts
+            if self.mmd_cfg.warmup.guard > 0:
+                self._recent_batch_usage = self._average_batch_usage({'usage': self.batch_usage(batch_counts)})['usage']
         weight = self.current_weight() if training else 0.
         if training and self.mmd_cfg.schedule == 'paper':
             value = self._paper_term(weight)
@@ -230,6 +235,8 @@ class CompressionMMDSolver(CompressionSolver):
             if self._last_usage is not None:
                 metrics['mmd_usage'] = torch.tensor(self._last_usage)
                 self._last_usage = None
+            if self.mmd_cfg.warmup.guard > 0:
+                metrics['mmd_batch_usage'] = torch.tensor(self._recent_batch_usage)
             # Perplexity of the codes of this batch, per active codebook. (Not the EMA cluster sizes: a restarted
             # dead code gets a fresh count, so those look in use even when no frame picks them.)
             for k, counts in enumerate(batch_counts):
@@ -278,32 +285,48 @@ class CompressionMMDSolver(CompressionSolver):
         bins = counts.shape[1]
         return min(_perplexity(row).item() for row in counts) / bins
 
+    def batch_usage(self, batch_counts: torch.Tensor) -> float:
+        """Perplexity / bins of the least-used codebook within one training batch (summed over workers), from the
+        histograms `batch_counts` [K_active, bins]: the usage guard's measure."""
+        counts = batch_counts.clone()
+        flashy.distrib.all_reduce(counts)
+        return min(_perplexity(row).item() for row in counts) / counts.shape[1]
+
     def current_weight(self) -> float:
-        """Weight of the term now: 0 until every codebook is in use, then a linear ramp to `mmd.weight`. With
-        `mmd.warmup.guard` the gate closes again whenever usage falls below `min_usage` (counted in
-        `mmd_state['pauses']`), and the ramp restarts once it has recovered.
+        """Weight of the term now: 0 until every codebook is in use, then a linear ramp to `mmd.weight`.
 
         The warm-up is tied to codebook usage, not a step count: a strong term switched on before the codebooks
         are used can keep them from ever being used. Usage is measured on the codes the frames actually pick
         (`codebook_usage`), not on the EMA cluster sizes, which count a restarted dead code as used whether or
         not any frame picks it. All workers see the same summed histogram, so they switch on at the same step.
+
+        With `mmd.warmup.guard` > 0, the term also pauses while the least-used codebook's usage within a batch
+        (`batch_usage`, averaged over recent batches) is below the guard, and the ramp restarts once it is back
+        above. Within a batch, because a collapsing codebook can give each clip its own constant code: its
+        histogram over many batches then still reads as well used.
         """
         cfg = self.mmd_cfg
         if cfg.weight == 0:
             return 0.
-        gate_open = self.mmd_state['usage_reached_at'] is not None
-        if cfg.warmup.min_usage > 0 and (not gate_open or cfg.warmup.guard):
-            self._last_usage = self.codebook_usage()
-            if self._last_usage < cfg.warmup.min_usage:
-                if gate_open:  # the guard: pause, and ramp up again once usage has recovered
-                    self.mmd_state['usage_reached_at'] = None
-                    self.mmd_state['pauses'] = self.mmd_state.get('pauses', 0) + 1
+        state = self.mmd_state
+        if state['usage_reached_at'] is None:
+            if cfg.warmup.min_usage > 0:
+                self._last_usage = self.codebook_usage()
+                if self._last_usage < cfg.warmup.min_usage:
+                    return 0.
+            state['usage_reached_at'] = state['step']
+        if cfg.warmup.guard > 0:
+            if self._recent_batch_usage < cfg.warmup.guard:
+                if not state.get('paused', False):
+                    state['paused'] = True
+                    state['pauses'] = state.get('pauses', 0) + 1
                 return 0.
-        if not gate_open:
-            self.mmd_state['usage_reached_at'] = self.mmd_state['step']
+            if state.get('paused', False):
+                state['paused'] = False
+                state['usage_reached_at'] = state['step']
         if cfg.warmup.steps <= 0:
             return float(cfg.weight)
-        progress = (self.mmd_state['step'] - self.mmd_state['usage_reached_at']) / cfg.warmup.steps
+        progress = (state['step'] - state['usage_reached_at']) / cfg.warmup.steps
         return float(cfg.weight) * min(1., max(0., progress))
 
     def _new_dependence(self) -> CodebookDependence:

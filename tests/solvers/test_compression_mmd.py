@@ -33,6 +33,15 @@ def train_batch(solver):
     return next(iter(solver.dataloaders['train']))
 
 
+def least_used_usage(codes, bins):
+    """Perplexity / bins of the least-used codebook over the codes [B, K, T] (computed here independently)."""
+    usages = []
+    for k in range(codes.shape[1]):
+        probs = torch.bincount(codes[:, k].flatten(), minlength=bins).float() / codes[:, k].numel()
+        usages.append(float(torch.exp(-(probs * probs.clamp(min=1e-12).log()).sum())) / bins)
+    return min(usages)
+
+
 @pytest.fixture(scope='module')
 def solver(embedded_music):
     return make_solver(['rvq.q_dropout=false'])
@@ -134,7 +143,7 @@ def test_delays_come_from_the_pattern_or_fail_clearly(embedded_music):
     ('mmd.kernel=cosine', 'mmd.kernel'),
     ('mmd.estimator=magic', 'mmd.estimator'),
     ('mmd.schedule=sometimes', 'mmd.schedule'),
-    ('mmd.warmup.guard=true', r'set a threshold, e.g. mmd.warmup.min_usage=0.1'),
+    ('mmd.warmup.guard=1.5', r'mmd.warmup.guard=1.5 is a usage \(perplexity / bins\) in \[0, 1\)'),
     # AudioCraft's default threshold with the debug batch (100 frames / 64 bins = 1.56 per code and step)
     ('rvq.threshold_ema_dead_code=2', r'Lower it, e.g. rvq.threshold_ema_dead_code=0.16'),
 ])
@@ -160,23 +169,34 @@ def test_warmup_waits_for_codebook_usage(embedded_music):
     assert weights[0] == 0. and 0 < weights[2] < solver.mmd_cfg.weight and weights[-1] == solver.mmd_cfg.weight
 
 
-@pytest.mark.parametrize('guard', [False, True])
-def test_usage_guard_pauses_the_term_while_usage_is_low(embedded_music, guard):
-    solver = make_solver(['rvq.q_dropout=false', 'mmd.warmup.min_usage=1e-6', 'mmd.warmup.steps=2',
-                          f'mmd.warmup.guard={str(guard).lower()}'])
+def test_usage_guard_pauses_the_term_while_usage_within_a_batch_is_low(embedded_music):
+    solver = make_solver(['rvq.q_dropout=false', 'mmd.warmup.steps=2', 'mmd.warmup.guard=1e-6',
+                          'mmd.warmup.usage_decay=0.'])  # decay 0: the guard reads this batch's usage
     x = train_batch(solver)
     full = solver.mmd_cfg.weight
-    assert [float(solver.run_step(i, x, {})['mmd_weight']) for i in range(3)] == [0., full / 2, full]
-    solver.mmd_cfg.warmup.min_usage = 1.01  # usage falls below the threshold: unreachable
-    metrics = solver.run_step(3, x, {})
-    if not guard:  # the gate opened once and stays open
-        assert float(metrics['mmd_weight']) == full and 'mmd_usage' not in metrics
-        return
-    assert float(metrics['mmd_weight']) == 0. and 0 < float(metrics['mmd_usage']) < 1.01
-    assert solver.mmd_state['pauses'] == 1 and solver.mmd_state['usage_reached_at'] is None
-    assert float(solver.run_step(4, x, {})['mmd_weight']) == 0. and solver.mmd_state['pauses'] == 1
-    solver.mmd_cfg.warmup.min_usage = 1e-6  # recovered: the ramp starts again
-    assert [float(solver.run_step(i, x, {})['mmd_weight']) for i in range(5, 8)] == [0., full / 2, full]
+    metrics = [solver.run_step(i, x, {}) for i in range(3)]
+    assert [float(m['mmd_weight']) for m in metrics] == [0., full / 2, full]
+    # The guard's measure: the least-used codebook's perplexity / bins over the codes of this batch.
+    solver.model.train()
+    qres = solver.model(x)
+    bins = solver.model.quantizer.vq.layers[0].codebook_size
+    expected = least_used_usage(qres.codes, bins)
+    assert float(qres.metrics['mmd_batch_usage']) == pytest.approx(expected, rel=1e-5)
+    solver.mmd_cfg.warmup.guard = 0.999  # no batch reaches it: the term pauses, counted once
+    assert [float(solver.run_step(i, x, {})['mmd_weight']) for i in range(4, 6)] == [0., 0.]
+    assert solver.mmd_state['paused'] and solver.mmd_state['pauses'] == 1
+    solver.mmd_cfg.warmup.guard = 1e-6  # recovered: the ramp starts again
+    assert [float(solver.run_step(i, x, {})['mmd_weight']) for i in range(6, 9)] == [0., full / 2, full]
+    assert not solver.mmd_state['paused'] and solver.mmd_state['pauses'] == 1
+
+
+def test_without_the_guard_the_gate_stays_open(embedded_music):
+    solver = make_solver(['rvq.q_dropout=false', 'mmd.warmup.min_usage=1e-6'])
+    x = train_batch(solver)
+    assert float(solver.run_step(0, x, {})['mmd_weight']) == solver.mmd_cfg.weight
+    solver.mmd_cfg.warmup.min_usage = 1.01  # usage is now below the warm-up threshold
+    metrics = solver.run_step(1, x, {})
+    assert float(metrics['mmd_weight']) == solver.mmd_cfg.weight and 'mmd_batch_usage' not in metrics
 
 
 def test_warmup_usage_counts_the_codes_frames_pick_not_the_ema_cluster_sizes(embedded_music):
@@ -189,9 +209,7 @@ def test_warmup_usage_counts_the_codes_frames_pick_not_the_ema_cluster_sizes(emb
     solver.model.train()
     qres = solver.model(x)
     # With decay 0 the histogram is this batch's codes: usage = the least-used codebook's batch perplexity / bins.
-    expected = min(float(torch.exp(-(p * p.clamp(min=1e-12).log()).sum()))
-                   for p in (torch.bincount(qres.codes[:, k].flatten(), minlength=bins).float() / qres.codes[:, k].numel()
-                             for k in range(qres.codes.shape[1]))) / bins
+    expected = least_used_usage(qres.codes, bins)
     assert solver.codebook_usage() == pytest.approx(expected, rel=1e-5)
     # The gate stays shut although the EMA cluster sizes are uniform (their usage reads exactly 1.0).
     assert expected < 1.0
