@@ -2,11 +2,14 @@
 
     dora grid mmd_sweep                           # SLURM, the paper's tokenizer
     python -m grids.local mmd_sweep --small       # no SLURM: encodec_mmd_small, one XP after the other
+
+At small scale the range is lower: there weights 10 and 100 collapse a codebook and 3 is the largest measured
+that keeps every codebook in use (docs/RESULTS.md).
 """
-from ._common import SEEDS, bind_base
+from ._common import SEEDS, bind_base, is_small
 from ._explorers import CompressionMMDExplorer
 
-WEIGHTS = [0., 10., 30., 100., 300., 1000.]
+WEIGHTS = {'small': [0., 0.3, 1., 3., 10., 30.], 'paper': [0., 10., 30., 100., 300., 1000.]}
 
 
 @CompressionMMDExplorer
@@ -14,5 +17,5 @@ def explorer(launcher):
     bind_base(launcher)
     with launcher.job_array():
         for seed in SEEDS:
-            for weight in WEIGHTS:
+            for weight in WEIGHTS['small' if is_small() else 'paper']:
                 launcher({'seed': seed, 'mmd.weight': weight})
