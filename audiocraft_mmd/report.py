@@ -58,7 +58,7 @@ def collect(xps: tp.Sequence[tp.Any]) -> tp.Dict[str, tp.List[tp.Dict[str, tp.An
     for xp in xps:
         history = main.get_xp_history(xp)
         row: tp.Dict[str, tp.Any] = {'sig': xp.sig, 'argv': list(xp.argv), 'epochs': len(history),
-                                     'cfg': xp.cfg}
+                                     'cfg': xp.cfg, 'history': history}
         for stage, key, _, _ in COLUMNS:
             value = _last_with(history, stage).get(key)
             row[f'{stage}/{key}'] = -value if value is not None and key in NEGATED else value
@@ -83,6 +83,21 @@ def markdown_table(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], per_xp: 
                 cells.append('n/a' if math.isnan(mean) else
                              f'{mean:{fmt}} ± {std:{fmt}}' if len(members) > 1 else f'{mean:{fmt}}')
             lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def epoch_table(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], metric: str, fmt: str = '.2f') -> str:
+    """Markdown table of one logged metric ('stage/key', e.g. 'valid/codes_util_min') per XP and epoch."""
+    stage, _, key = metric.partition('/')
+    epochs = max((r['epochs'] for rows in groups.values() for r in rows), default=0)
+    header = ['setting', 'XP, seed'] + [str(epoch) for epoch in range(1, epochs + 1)]
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for setting, rows in groups.items():
+        for r in rows:
+            values = [epoch.get(stage, {}).get(key) for epoch in r['history']]
+            cells = ['' if v is None else f'{-v if key in NEGATED else v:{fmt}}' for v in values]
+            cells += [''] * (epochs - len(cells))
+            lines.append('| ' + ' | '.join([f'`{setting}`', f"{r['sig']}, {r['cfg'].seed}"] + cells) + ' |')
     return '\n'.join(lines)
 
 
@@ -144,6 +159,8 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
     parser.add_argument('--small', action='store_true', help="the grid's small scale (AUDIOCRAFT_MMD_GRID_SCALE)")
     parser.add_argument('--out', type=Path, default=None, help="folder for the PNG plots")
     parser.add_argument('--per-xp', action='store_true', help="also print one row per XP")
+    parser.add_argument('--per-epoch', metavar='STAGE/KEY', action='append', default=[],
+                        help="also print this logged metric per XP and epoch, e.g. valid/codes_util_min")
     opts = parser.parse_args(argv)
     if opts.small:
         os.environ['AUDIOCRAFT_MMD_GRID_SCALE'] = 'small'
@@ -159,6 +176,9 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
     if opts.per_xp:
         print()
         print(markdown_table(groups, per_xp=True))
+    for metric in opts.per_epoch:
+        print()
+        print(epoch_table(groups, metric))
     if opts.out is not None:
         for path in plot(groups, opts.out):
             print(f'wrote {path}')

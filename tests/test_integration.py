@@ -122,13 +122,19 @@ def test_report_tabulates_a_trained_xp_and_draws_its_mi_heatmap(trained, dora_di
     from audiocraft_mmd import report
     from audiocraft_mmd.train import main
     monkeypatch.setattr(main.dora, 'dir', Path(dora_dir))
-    assert report.main([trained.name, '--out', str(tmp_path), '--per-xp']) == 0
+    assert report.main([trained.name, '--out', str(tmp_path), '--per-xp', '--per-epoch', 'valid/codes_util_min',
+                        '--per-epoch', 'evaluate/sisnr']) == 0
     out = capsys.readouterr().out
+    util_table, sisnr_table = out.split('\n\n')[2:4]
+    epochs = history(trained)
+    util_cells = util_table.splitlines()[2].split(' | ')[2:]
+    assert len(util_cells) == len(epochs)
+    assert util_cells[0] == f"{epochs[0]['valid']['codes_util_min']:.2f}"
+    assert f"{-epochs[-1]['evaluate']['sisnr']:.2f} |" in sisnr_table  # flipped back like the main table
     header, _, row = out.splitlines()[:3]
     per_xp_header, _, per_xp_row = out.split('\n\n')[1].splitlines()[:3]
     assert per_xp_row.startswith(row.split(' |')[0]) and ', 2036 |' in per_xp_row  # AudioCraft's default seed
     assert 'ViSQOL' in header and 'SI-SNR (dB)' in header and trained.name in row
-    epochs = history(trained)
     # SI-SNR is reported as SI-SNR (AudioCraft logs its negation).
     assert f"{-epochs[-1]['evaluate']['sisnr']:.2f}" in row
     assert f"{epochs[-1]['evaluate']['visqol']:.2f}" in row
