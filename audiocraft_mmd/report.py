@@ -2,8 +2,8 @@
 
 Prints a Markdown table (one row per setting: the XP overrides without the seed, mean +- std over seeds) of the
 metrics the paper's questions need, read from each XP's Dora history (the last epoch that ran `evaluate`), and
-writes PNG plots into --out: total correlation and reconstruction quality against the weight, and the pairwise
-mutual-information heatmap of the first XP of each setting.
+writes PNG plots into --out: total correlation minus its shuffled baseline, reconstruction quality and codebook
+utilization against the weight, and the pairwise mutual-information heatmap of the first XP of each setting.
 """
 import argparse
 from collections import OrderedDict
@@ -102,7 +102,8 @@ def epoch_table(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], metric: str
 
 
 def plot(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], out: Path) -> tp.List[Path]:
-    """Write weight plots (if the XPs differ in mmd.weight) and one MI heatmap per setting; return the paths."""
+    """Write weight plots (if the XPs differ in mmd.weight: TC - shuffled, SI-SNR and min utilization, mean and
+    std over seeds, one line per term variant) and one MI heatmap per setting; return the paths."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -111,12 +112,15 @@ def plot(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], out: Path) -> tp.L
     by_weight: tp.Dict[tp.Tuple[str, float], tp.List[dict]] = {}
     for rows in groups.values():
         for r in rows:
-            variant = f"{r['cfg'].mmd.pattern}/{r['cfg'].mmd.bandwidth}"
+            mmd = r['cfg'].mmd
+            variant = f"{mmd.pattern}/{mmd.bandwidth}" + (f"/guard {mmd.warmup.guard}" if mmd.warmup.guard else '')
             by_weight.setdefault((variant, float(r['cfg'].mmd.weight)), []).append(r)
     if len({w for _, w in by_weight}) > 1:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for ax, (stage, key, title) in zip(axes, [('evaluate', 'codes_tc', 'delay-aligned TC (bits)'),
-                                                  ('evaluate', 'sisnr', 'SI-SNR (dB)')]):
+        # TC minus its shuffled baseline: the raw TC of a collapsed codebook is low without any independence.
+        fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+        for ax, (stage, key, title) in zip(axes, [('evaluate', 'codes_tc_excess', 'delay-aligned TC - shuffled (bits)'),
+                                                  ('evaluate', 'sisnr', 'SI-SNR (dB)'),
+                                                  ('evaluate', 'codes_util_min', 'min utilization')]):
             for variant in sorted({v for v, _ in by_weight}):
                 weights = sorted(w for v, w in by_weight if v == variant)
                 stats = [_mean_std([r[f'{stage}/{key}'] for r in by_weight[(variant, w)]]) for w in weights]
