@@ -152,6 +152,10 @@ class CompressionMMDSolver(CompressionSolver):
         super().build_model()
         rvq = self.model.quantizer.vq
         self.delays = resolve_delays(self.mmd_cfg, len(rvq.layers))
+        # The codes' dependence is measured on the LM's tuples, whichever tuples the term makes independent.
+        measure_pattern = self.mmd_cfg.measure_pattern
+        self.measure_delays = self.delays if measure_pattern is None else resolve_delays(
+            omegaconf.OmegaConf.create({'delays': None, 'pattern': measure_pattern}), len(rvq.layers))
         self.loss_options = dict(
             estimator=self.mmd_cfg.estimator, kernel=self.mmd_cfg.kernel,
             bandwidths=None if self.mmd_cfg.bandwidths is None else list(self.mmd_cfg.bandwidths),
@@ -332,7 +336,7 @@ class CompressionMMDSolver(CompressionSolver):
     def _new_dependence(self) -> CodebookDependence:
         rvq = self.model.quantizer.vq
         return CodebookDependence(cardinality=rvq.layers[0].codebook_size, num_codebooks=len(rvq.layers),
-                                  delays=self.delays)
+                                  delays=self.measure_delays)
 
     # --- stages ---------------------------------------------------------------------------------------------------
     def _with_dependence(self, stage: tp.Callable[[], dict]) -> dict:

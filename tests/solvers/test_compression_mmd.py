@@ -139,6 +139,13 @@ def test_delays_come_from_the_pattern_or_fail_clearly(embedded_music):
         make_solver(['mmd.delays=[0,1,2]'])
 
 
+def test_dependence_is_measured_on_the_lm_pattern_whatever_the_term_pattern(embedded_music):
+    solver = make_solver(['mmd.pattern=parallel'])
+    assert solver.delays == [0, 0, 0, 0] and solver._new_dependence().delays == [0, 1, 2, 3]
+    solver = make_solver(['mmd.pattern=parallel', 'mmd.measure_pattern=null'])
+    assert solver._new_dependence().delays == [0, 0, 0, 0]
+
+
 @pytest.mark.parametrize('override, message', [
     ('mmd.kernel=cosine', 'mmd.kernel'),
     ('mmd.estimator=magic', 'mmd.estimator'),
