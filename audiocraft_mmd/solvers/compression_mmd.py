@@ -135,6 +135,9 @@ class CompressionMMDSolver(CompressionSolver):
             raise ValueError(f"mmd.schedule={mmd.schedule!r} is unknown: use one of {list(SCHEDULES)}.")
         if mmd.weight < 0:
             raise ValueError(f"mmd.weight={mmd.weight} must be >= 0.")
+        if mmd.measure_pattern is not None and mmd.measure_pattern not in PATTERN_DELAYS:
+            raise ValueError(f"mmd.measure_pattern={mmd.measure_pattern!r} is unknown: use one of "
+                             f"{sorted(PATTERN_DELAYS)}, or null to measure on the term's own delays.")
         if not 0 <= mmd.warmup.guard < 1:
             raise ValueError(f"mmd.warmup.guard={mmd.warmup.guard} is a usage (perplexity / bins) in [0, 1), "
                              "e.g. 0.1; 0 turns the guard off.")

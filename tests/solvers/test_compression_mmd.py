@@ -150,6 +150,7 @@ def test_dependence_is_measured_on_the_lm_pattern_whatever_the_term_pattern(embe
     ('mmd.kernel=cosine', 'mmd.kernel'),
     ('mmd.estimator=magic', 'mmd.estimator'),
     ('mmd.schedule=sometimes', 'mmd.schedule'),
+    ('mmd.measure_pattern=unroll', r"mmd.measure_pattern='unroll' is unknown"),
     ('mmd.warmup.guard=1.5', r'mmd.warmup.guard=1.5 is a usage \(perplexity / bins\) in \[0, 1\)'),
     # AudioCraft's default threshold with the debug batch (100 frames / 64 bins = 1.56 per code and step)
     ('rvq.threshold_ema_dead_code=2', r'Lower it, e.g. rvq.threshold_ema_dead_code=0.16'),
