@@ -57,7 +57,9 @@ def collect(xps: tp.Sequence[tp.Any]) -> tp.Dict[str, tp.List[tp.Dict[str, tp.An
     groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]] = OrderedDict()
     for xp in xps:
         history = main.get_xp_history(xp)
-        row: tp.Dict[str, tp.Any] = {'sig': xp.sig, 'argv': list(xp.argv), 'epochs': len(history),
+        # epochs that trained: an XP evaluated after a stop (`audiocraft_mmd.evaluate --commit`) has one more entry
+        history_trained = [epoch for epoch in history if 'train' in epoch]
+        row: tp.Dict[str, tp.Any] = {'sig': xp.sig, 'argv': list(xp.argv), 'epochs': len(history_trained),
                                      'cfg': xp.cfg, 'history': history}
         for stage, key, _, _ in COLUMNS:
             value = _last_with(history, stage).get(key)
@@ -94,7 +96,7 @@ def epoch_table(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], metric: str
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for setting, rows in groups.items():
         for r in rows:
-            values = [epoch.get(stage, {}).get(key) for epoch in r['history']]
+            values = [epoch.get(stage, {}).get(key) for epoch in r['history'] if 'train' in epoch]
             cells = ['' if v is None else f'{-v if key in NEGATED else v:{fmt}}' for v in values]
             cells += [''] * (epochs - len(cells))
             lines.append('| ' + ' | '.join([f'`{setting}`', f"{r['sig']}, {r['cfg'].seed}"] + cells) + ' |')

@@ -51,6 +51,7 @@ def main_cli() -> None:
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--steps', type=int, default=None, help="timed steps (default: 2 cycles of paper_every)")
     parser.add_argument('--paper_every', type=int, default=None)
+    parser.add_argument('overrides', nargs='*', help="extra overrides for every variant, e.g. datasource.train=DIR")
     opts = parser.parse_args()
     every = opts.paper_every or (32 if opts.paper else 8)
     steps = opts.steps or 2 * every
@@ -59,6 +60,7 @@ def main_cli() -> None:
             'mmd.warmup.steps=0']
     if opts.paper:
         base += ['dataset.batch_size=8']
+    base += opts.overrides
     variants = {
         'weight 0 (baseline)': base + ['mmd.weight=0'],
         'per step': base + ['mmd.weight=100'],

@@ -3,13 +3,20 @@
 It builds the grid's XPs exactly as `dora grid NAME` does (same signatures, same Dora folder) and runs each with
 `dora run`, one after the other (or N at a time). Afterwards `dora grid NAME --dry_run` (with the same
 AUDIOCRAFT_MMD_GRID_SCALE) shows their table, and `python -m audiocraft_mmd.report NAME` summarizes them.
+
+With `--deadline SECONDS` (a lease on a lent machine, say), XPs still running then are stopped; each keeps its last
+epoch's checkpoint and history, and its evaluate stage is run on that checkpoint and added to its history
+(`python -m audiocraft_mmd.evaluate --commit`), so every XP ends with evaluate metrics. XPs not started by then
+are not run. A stopped XP resumes from its checkpoint with the same `dora run` command.
 """
 import argparse
 from concurrent.futures import ThreadPoolExecutor
 import importlib
 import os
+import signal
 import subprocess
 import sys
+import time
 import typing as tp
 
 from dora.explore import Herd, Launcher
@@ -28,8 +35,39 @@ def grid_xps(name: str) -> tp.List[tp.Any]:
     return [sheep.xp for sheep in herd.sheeps.values()]
 
 
-def _run(argv: tp.List[str], extra: tp.List[str]) -> int:
+STOPPED = -1000  # return code of an XP stopped at the deadline
+NOT_RUN = -1001  # return code of an XP not started before the deadline
+
+
+def run_sig(argv: tp.Sequence[str], extra: tp.Sequence[str]) -> str:
+    """Signature of the XP that `dora run ARGV EXTRA` runs."""
+    from audiocraft_mmd.train import main as dora_main
+    return dora_main.get_xp(list(argv) + list(extra)).sig
+
+
+def _run(argv: tp.List[str], extra: tp.List[str], deadline: tp.Optional[float] = None) -> int:
+    """`dora run` one XP; stop it at `deadline` (time.monotonic()) if it is still running then."""
+    if deadline is not None and time.monotonic() >= deadline:
+        return NOT_RUN
     cmd = [sys.executable, '-m', 'dora', 'run'] + list(argv) + extra
+    print('+', ' '.join(cmd), flush=True)
+    proc = subprocess.Popen(cmd)
+    try:
+        return proc.wait(timeout=None if deadline is None else max(0., deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        # SIGINT, like Ctrl-C: the XP keeps the checkpoint of its last finished epoch
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return STOPPED
+
+
+def _evaluate(sig: str) -> int:
+    """Evaluate a stopped XP's last checkpoint and commit the metrics to its history."""
+    cmd = [sys.executable, '-m', 'audiocraft_mmd.evaluate', '--commit', sig]
     print('+', ' '.join(cmd), flush=True)
     return subprocess.call(cmd)
 
@@ -40,6 +78,8 @@ def main(args: tp.Optional[tp.List[str]] = None) -> int:
     parser.add_argument('--small', action='store_true', help="bind encodec_mmd_small (2 CPU cores)")
     parser.add_argument('-j', '--jobs', type=int, default=1, help="XPs run at the same time")
     parser.add_argument('--dry_run', action='store_true', help="print the XPs and exit")
+    parser.add_argument('--deadline', type=float, default=None,
+                        help="seconds after which running XPs are stopped and evaluated on their last checkpoint")
     parser.add_argument('overrides', nargs='*', help="extra overrides for every XP, e.g. device=cuda "
                         "(excluded keys only, or the signatures change)")
     opts = parser.parse_intermixed_args(args)
@@ -50,9 +90,21 @@ def main(args: tp.Optional[tp.List[str]] = None) -> int:
         print(xp.sig, ' '.join(xp.argv))
     if opts.dry_run:
         return 0
+    deadline = None if opts.deadline is None else time.monotonic() + opts.deadline
     with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
-        codes = list(pool.map(lambda xp: _run(xp.argv, opts.overrides), xps))
-    failed = [xp.sig for xp, code in zip(xps, codes) if code != 0]
+        codes = list(pool.map(lambda xp: _run(xp.argv, opts.overrides, deadline), xps))
+    # the signatures the XPs ran under: the extra overrides change them unless Dora excludes their keys
+    sigs = [run_sig(xp.argv, opts.overrides) for xp in xps]
+    stopped = [sig for sig, code in zip(sigs, codes) if code == STOPPED]
+    not_run = [sig for sig, code in zip(sigs, codes) if code == NOT_RUN]
+    if stopped:
+        print(f"stopped at the deadline: {' '.join(stopped)}; evaluating their last checkpoint", flush=True)
+        with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
+            eval_codes = dict(zip(stopped, pool.map(_evaluate, stopped)))
+        codes = [eval_codes[sig] if code == STOPPED else code for sig, code in zip(sigs, codes)]
+    if not_run:
+        print(f"not started before the deadline: {' '.join(not_run)}", file=sys.stderr)
+    failed = [sig for sig, code in zip(sigs, codes) if code not in (0, NOT_RUN)]
     if failed:
         print(f"{len(failed)} XP(s) failed: {' '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

@@ -150,3 +150,57 @@ def test_two_cpu_workers(dora_dir, embedded_music):
     assert {'mmd', 'codes_tc'} <= set(epochs[0]['valid'])
     logs = sorted(folder.glob('solver.log.*'))
     assert [p.name for p in logs] == ['solver.log.0', 'solver.log.1']
+
+
+@pytest.fixture
+def trained_copy(trained, dora_dir, tmp_path, monkeypatch):
+    """The trained debug XP in a Dora folder of its own (evaluate --commit writes to its history)."""
+    import shutil
+    from audiocraft_mmd.train import main
+    copy = tmp_path / 'dora'
+    shutil.copytree(dora_dir, copy)
+    monkeypatch.setattr(main.dora, 'dir', copy)
+    return copy / 'xps' / trained.name
+
+
+def test_evaluate_remeasures_and_commits_only_when_asked(trained_copy):
+    from audiocraft_mmd.evaluate import evaluate_xp
+    before = history(trained_copy)
+    checkpoint = (trained_copy / 'checkpoint.th').read_bytes()
+    measured = evaluate_xp(trained_copy.name, visqol=False)
+    assert history(trained_copy) == before
+    committed = evaluate_xp(trained_copy.name, commit=True, visqol=False)
+    after = history(trained_copy)
+    assert after[:-1] == before and set(after[-1]) == {'evaluate'}
+    assert after[-1]['evaluate']['codes_tc'] == committed['codes_tc']
+    # the same model on the same held-out clips: the codes' statistics are deterministic on CPU
+    assert committed['codes_tc'] == pytest.approx(measured['codes_tc'], abs=1e-9)
+    assert 'visqol' not in committed and math.isfinite(committed['sisnr'])
+    assert (trained_copy / 'checkpoint.th').read_bytes() == checkpoint
+
+
+def test_evaluate_without_checkpoint_says_how_to_resume(trained_copy):
+    from audiocraft_mmd.evaluate import evaluate_xp
+    (trained_copy / 'checkpoint.th').unlink()
+    with pytest.raises(FileNotFoundError, match='Resume it'):
+        evaluate_xp(trained_copy.name, visqol=False)
+
+
+def test_local_deadline_stops_a_running_xp_and_evaluates_its_last_checkpoint(embedded_music, tmp_path, monkeypatch):
+    import time
+    from grids import local
+    monkeypatch.setenv('AUDIOCRAFT_MMD_DORA_DIR', str(tmp_path))
+    monkeypatch.setenv('AUDIOCRAFT_DORA_DIR', str(tmp_path))
+    monkeypatch.chdir(REPO_ROOT)
+    # 1000 epochs of 4 updates do not end in 60 s; the first ones do (a debug epoch takes seconds)
+    argv = DEBUG + ['optim.epochs=1000', 'evaluate.every=1000', 'generate.every=1000']
+    assert local._run(argv, ['evaluate.metrics.visqol=false'], deadline=time.monotonic() + 60) == local.STOPPED
+    sig = local.run_sig(argv, ['evaluate.metrics.visqol=false'])
+    folder = tmp_path / 'xps' / sig
+    trained_epochs = history(folder)
+    assert 1 <= len(trained_epochs) < 1000 and (folder / 'checkpoint.th').exists()
+    assert 'evaluate' not in trained_epochs[-1]
+    assert local._evaluate(sig) == 0
+    evaluated = history(folder)
+    assert evaluated[:-1] == trained_epochs and 'codes_tc_excess' in evaluated[-1]['evaluate']
+    assert local._run(argv, [], deadline=time.monotonic() - 1) == local.NOT_RUN

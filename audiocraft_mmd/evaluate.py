@@ -1,0 +1,84 @@
+"""Run the evaluate stage of trained XPs on their last checkpoint: `python -m audiocraft_mmd.evaluate SIG...`.
+
+Prints one Markdown row per XP (the codes' dependence on the LM's tuples, SI-SNR, ViSQOL). Two uses:
+
+* re-measure without touching the XP (the default): e.g. same-frame XPs that trained before `mmd.measure_pattern`
+  existed logged their `codes_*` metrics on same-frame tuples,
+  `python -m audiocraft_mmd.evaluate --no_visqol --device cpu ac8abfb6 e215fb5f`;
+* `--commit`: for an XP stopped before its last epoch (at a deadline, `python -m grids.local --deadline`),
+  append the evaluate metrics to its history as AudioCraft's `execute_only` run does (a history entry holding only
+  `evaluate`), so that `dora grid` and `audiocraft_mmd.report` show them. Resuming the XP later drops that
+  entry (the checkpoint holds the history up to its last epoch).
+
+Like AudioCraft's run_one_stage, it evaluates the best state (for compression XPs without EMA: the last model).
+"""
+import argparse
+import sys
+import typing as tp
+
+import torch
+
+KEYS = ['codes_tc', 'codes_tc_excess', 'codes_tc_norm', 'codes_mi_mean', 'codes_mi_mean_excess', 'codes_util_min',
+        'sisnr', 'visqol']
+NEGATED = {'sisnr'}  # AudioCraft logs the negated SI-SNR (a loss): the row shows SI-SNR in dB
+
+
+def evaluate_xp(sig: str, commit: bool = False, visqol: tp.Optional[bool] = None,
+                measure_pattern: tp.Optional[str] = 'delay', device: tp.Optional[str] = None) -> tp.Dict[str, float]:
+    """Run the evaluate stage of XP `sig` on its last checkpoint.
+
+    Args:
+        sig (str): Dora signature of the XP (in this package's Dora folder).
+        commit (bool): append the metrics to the XP's history (AudioCraft's `run_one_stage`); otherwise the XP's
+            folder is left as it is.
+        visqol (bool, optional): run ViSQOL or not; None keeps the XP's setting.
+        measure_pattern (str, optional): `mmd.measure_pattern` to measure the codes with; None keeps the XP's.
+        device (str, optional): device to run on; None keeps the XP's.
+    Returns:
+        The evaluate metrics.
+    """
+    from .train import get_solver_from_sig, get_xp_from_sig
+    xp = get_xp_from_sig(sig)
+    if not (xp.folder / 'checkpoint.th').exists():
+        raise FileNotFoundError(f"XP {sig} has no checkpoint in {xp.folder}: it stopped before its first epoch "
+                                "ended. Resume it with its `dora run` command.")
+    override: tp.Dict[str, tp.Any] = {}
+    if visqol is not None:
+        override['evaluate'] = {'metrics': {'visqol': visqol}}
+    if measure_pattern is not None:
+        override['mmd'] = {'measure_pattern': measure_pattern}
+    if device is not None:
+        override['device'] = device
+    solver = get_solver_from_sig(sig, override_cfg=override, load_best=False)
+    if commit:
+        solver.run_one_stage('evaluate')
+        return solver.history[-1]['evaluate']
+    with torch.no_grad(), solver.swap_best_state():
+        return solver.run_stage('evaluate', solver.evaluate)
+
+
+def main(args: tp.Optional[tp.List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m audiocraft_mmd.evaluate', description=__doc__.split('\n')[0])
+    parser.add_argument('sigs', nargs='+', help="XP signatures")
+    parser.add_argument('--commit', action='store_true',
+                        help="append the metrics to each XP's history (for XPs stopped before their last epoch)")
+    parser.add_argument('--no_visqol', action='store_true', help="skip ViSQOL (about 1.5 min of a core per XP)")
+    parser.add_argument('--measure_pattern', default='delay',
+                        help="pattern whose tuples the codes are measured on (default: delay, the LM's)")
+    parser.add_argument('--device', default=None, help="default: the XP's")
+    parser.add_argument('--threads', type=int, default=None, help="torch threads (default: torch's)")
+    opts = parser.parse_args(args)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    print('| XP | ' + ' | '.join('SI-SNR (dB)' if k == 'sisnr' else k for k in KEYS) + ' |')
+    print('|---' * (len(KEYS) + 1) + '|')
+    for sig in opts.sigs:
+        metrics = evaluate_xp(sig, commit=opts.commit, visqol=False if opts.no_visqol else None,
+                              measure_pattern=opts.measure_pattern, device=opts.device)
+        cells = [f'{(-1 if k in NEGATED else 1) * float(metrics[k]):.3f}' if k in metrics else '' for k in KEYS]
+        print(f"| {sig} | " + ' | '.join(cells) + ' |', flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
