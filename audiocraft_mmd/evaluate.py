@@ -8,7 +8,10 @@ Prints one Markdown row per XP (the codes' dependence on the LM's tuples, SI-SNR
 * `--commit`: for an XP stopped before its last epoch (at a deadline, `python -m grids.local --deadline`),
   append the evaluate metrics to its history as AudioCraft's `execute_only` run does (a history entry holding only
   `evaluate`), so that `dora grid` and `audiocraft_mmd.report` show them. Resuming the XP later drops that
-  entry (the checkpoint holds the history up to its last epoch).
+  entry (the checkpoint holds the history up to its last epoch);
+* `--tokenizer PATH`: evaluate an exported tokenizer (`python -m audiocraft_mmd.export`) with its XP's config,
+  for an XP trained elsewhere (a lent GPU machine, a cluster) whose folder here holds its history but no
+  checkpoint.
 
 Like AudioCraft's run_one_stage, it evaluates the best state (for compression XPs without EMA: the last model).
 """
@@ -24,7 +27,8 @@ NEGATED = {'sisnr'}  # AudioCraft logs the negated SI-SNR (a loss): the row show
 
 
 def evaluate_xp(sig: str, commit: bool = False, visqol: tp.Optional[bool] = None,
-                measure_pattern: tp.Optional[str] = 'delay', device: tp.Optional[str] = None) -> tp.Dict[str, float]:
+                measure_pattern: tp.Optional[str] = 'delay', device: tp.Optional[str] = None,
+                tokenizer: tp.Optional[str] = None) -> tp.Dict[str, float]:
     """Run the evaluate stage of XP `sig` on its last checkpoint.
 
     Args:
@@ -34,12 +38,16 @@ def evaluate_xp(sig: str, commit: bool = False, visqol: tp.Optional[bool] = None
         visqol (bool, optional): run ViSQOL or not; None keeps the XP's setting.
         measure_pattern (str, optional): `mmd.measure_pattern` to measure the codes with; None keeps the XP's.
         device (str, optional): device to run on; None keeps the XP's.
+        tokenizer (str, optional): exported tokenizer (`compression_state_dict.bin`) to evaluate instead of the
+            XP's checkpoint; not with `commit`.
     Returns:
         The evaluate metrics.
     """
     from .train import get_solver_from_sig, get_xp_from_sig
     xp = get_xp_from_sig(sig)
-    if not (xp.folder / 'checkpoint.th').exists():
+    if tokenizer is not None and commit:
+        raise ValueError("--commit records a checkpoint's evaluation in its XP's history: not with --tokenizer.")
+    if tokenizer is None and not (xp.folder / 'checkpoint.th').exists():
         raise FileNotFoundError(f"XP {sig} has no checkpoint in {xp.folder}: it stopped before its first epoch "
                                 "ended. Resume it with its `dora run` command.")
     override: tp.Dict[str, tp.Any] = {}
@@ -49,7 +57,15 @@ def evaluate_xp(sig: str, commit: bool = False, visqol: tp.Optional[bool] = None
         override['mmd'] = {'measure_pattern': measure_pattern}
     if device is not None:
         override['device'] = device
-    solver = get_solver_from_sig(sig, override_cfg=override, load_best=False)
+    solver = get_solver_from_sig(sig, override_cfg=override, load_best=False, restore=tokenizer is None)
+    if tokenizer is not None:
+        package = torch.load(tokenizer, map_location='cpu', weights_only=False)
+        if not isinstance(package, dict) or 'best_state' not in package:
+            raise ValueError(f"{tokenizer} is not an exported tokenizer: write one with "
+                             "`python -m audiocraft_mmd.export SIG OUT_DIR`.")
+        solver.model.load_state_dict(package['best_state'])
+        with torch.no_grad():
+            return solver.run_stage('evaluate', solver.evaluate)
     if commit:
         solver.run_one_stage('evaluate')
         return solver.history[-1]['evaluate']
@@ -62,19 +78,26 @@ def main(args: tp.Optional[tp.List[str]] = None) -> int:
     parser.add_argument('sigs', nargs='+', help="XP signatures")
     parser.add_argument('--commit', action='store_true',
                         help="append the metrics to each XP's history (for XPs stopped before their last epoch)")
-    parser.add_argument('--no_visqol', action='store_true', help="skip ViSQOL (about 1.5 min of a core per XP)")
+    visqol = parser.add_mutually_exclusive_group()
+    visqol.add_argument('--no_visqol', action='store_true', help="skip ViSQOL (about 1.5 min of a core per XP)")
+    visqol.add_argument('--visqol', action='store_true', help="run ViSQOL even if the XP did not")
     parser.add_argument('--measure_pattern', default='delay',
                         help="pattern whose tuples the codes are measured on (default: delay, the LM's)")
     parser.add_argument('--device', default=None, help="default: the XP's")
     parser.add_argument('--threads', type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument('--tokenizer', default=None,
+                        help="exported tokenizer to evaluate instead of the checkpoint (one SIG only)")
     opts = parser.parse_args(args)
+    if opts.tokenizer is not None and len(opts.sigs) != 1:
+        parser.error("--tokenizer evaluates one XP's tokenizer: pass one SIG")
     if opts.threads:
         torch.set_num_threads(opts.threads)
     print('| XP | ' + ' | '.join('SI-SNR (dB)' if k == 'sisnr' else k for k in KEYS) + ' |')
     print('|---' * (len(KEYS) + 1) + '|')
     for sig in opts.sigs:
-        metrics = evaluate_xp(sig, commit=opts.commit, visqol=False if opts.no_visqol else None,
-                              measure_pattern=opts.measure_pattern, device=opts.device)
+        visqol = False if opts.no_visqol else (True if opts.visqol else None)
+        metrics = evaluate_xp(sig, commit=opts.commit, visqol=visqol, measure_pattern=opts.measure_pattern,
+                              device=opts.device, tokenizer=opts.tokenizer)
         cells = [f'{(-1 if k in NEGATED else 1) * float(metrics[k]):.3f}' if k in metrics else '' for k in KEYS]
         print(f"| {sig} | " + ' | '.join(cells) + ' |', flush=True)
     return 0

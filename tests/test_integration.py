@@ -204,3 +204,22 @@ def test_local_deadline_stops_a_running_xp_and_evaluates_its_last_checkpoint(emb
     evaluated = history(folder)
     assert evaluated[:-1] == trained_epochs and 'codes_tc_excess' in evaluated[-1]['evaluate']
     assert local._run(argv, [], deadline=time.monotonic() - 1) == local.NOT_RUN
+
+
+def test_evaluate_an_exported_tokenizer_like_its_checkpoint(trained_copy, tmp_path):
+    from audiocraft_mmd.evaluate import evaluate_xp
+    from audiocraft_mmd.export import export_tokenizer
+    exported = export_tokenizer(str(trained_copy / 'checkpoint.th'), tmp_path / 'export')
+    from_checkpoint = evaluate_xp(trained_copy.name, visqol=False)
+    (trained_copy / 'checkpoint.th').unlink()  # an XP trained elsewhere: history here, weights exported
+    from_export = evaluate_xp(trained_copy.name, visqol=False, tokenizer=str(exported))
+    # the export holds the best state, which the checkpoint's evaluation swaps in: same weights, same clips
+    for key in ('codes_tc', 'codes_mi_mean', 'sisnr'):
+        assert from_export[key] == pytest.approx(from_checkpoint[key], rel=1e-6, abs=1e-9), key
+    with pytest.raises(ValueError, match='not with --tokenizer'):
+        evaluate_xp(trained_copy.name, commit=True, tokenizer=str(exported))
+    import torch
+    not_a_tokenizer = tmp_path / 'checkpoint_like.th'
+    torch.save({'model': {}}, not_a_tokenizer)
+    with pytest.raises(ValueError, match='not an exported tokenizer'):
+        evaluate_xp(trained_copy.name, visqol=False, tokenizer=str(not_a_tokenizer))
