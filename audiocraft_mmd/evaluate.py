@@ -1,6 +1,6 @@
 """Run the evaluate stage of trained XPs on their last checkpoint: `python -m audiocraft_mmd.evaluate SIG...`.
 
-Prints one Markdown row per XP (the codes' dependence on the LM's tuples, SI-SNR, ViSQOL). Two uses:
+Prints one Markdown row per XP (the codes' dependence on the LM's tuples, SI-SNR, ViSQOL). Uses:
 
 * re-measure without touching the XP (the default): e.g. same-frame XPs that trained before `mmd.measure_pattern`
   existed logged their `codes_*` metrics on same-frame tuples,
