@@ -6,7 +6,9 @@ AUDIOCRAFT_MMD_GRID_SCALE) shows their table, and `python -m audiocraft_mmd.repo
 
 With `--deadline SECONDS` (a lease on a lent machine, say), XPs still running then are stopped; each keeps its last
 epoch's checkpoint and history, and its evaluate stage is run on that checkpoint and added to its history
-(`python -m audiocraft_mmd.evaluate --commit`), so every XP ends with evaluate metrics. XPs not started by then
+(`python -m audiocraft_mmd.evaluate --commit`), so every XP ends with evaluate metrics. (AudioCraft writes the
+checkpoint before history.json: an XP stopped between the two has a history.json one epoch short, and the
+evaluation rewrites it from the checkpoint's history.) XPs not started by then
 are not run. A stopped XP resumes from its checkpoint with the same `dora run` command.
 """
 import argparse
