@@ -36,6 +36,7 @@ PLUGIN_CONFIG_DIR = env.REPO_ROOT / 'config'
 # Solver names this package adds, mapped lazily to 'module:Class' (importing a solver pulls in most of AudioCraft).
 SOLVERS: tp.Dict[str, str] = {
     'compression_mmd': 'audiocraft_mmd.solvers.compression_mmd:CompressionMMDSolver',
+    'musicgen_mmd': 'audiocraft_mmd.solvers.musicgen_mmd:MusicGenMMDSolver',
 }
 
 

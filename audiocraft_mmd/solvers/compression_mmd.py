@@ -25,6 +25,7 @@ from audiocraft.utils.utils import dict_from_config
 
 from ..losses import ESTIMATORS, KERNELS, independence_loss
 from ..metrics import CodebookDependence, PythonViSQOL
+from .dependence import DependenceStages
 
 # Patterns whose one-step tuple is (q_1[t - d_1], ..., q_K[t - d_K]): the delays they imply, from AudioCraft itself.
 PATTERN_DELAYS: tp.Dict[str, tp.Callable[[int], tp.List[int]]] = {
@@ -105,7 +106,7 @@ def _perplexity(counts: torch.Tensor) -> torch.Tensor:
     return torch.exp(-(probs * probs.clamp(min=1e-12).log()).sum())
 
 
-class CompressionMMDSolver(CompressionSolver):
+class CompressionMMDSolver(DependenceStages, CompressionSolver):
     """AudioCraft's CompressionSolver plus the independence term and codebook-dependence metrics.
 
     Config: every option sits under `mmd:` (see `config/mmd/default.yaml` and docs/compression_mmd.md).
@@ -342,21 +343,6 @@ class CompressionMMDSolver(CompressionSolver):
                                   delays=self.measure_delays)
 
     # --- stages ---------------------------------------------------------------------------------------------------
-    def _with_dependence(self, stage: tp.Callable[[], dict]) -> dict:
-        """Run a stage while counting the codes of every eval forward; add the dependence statistics."""
-        self.dependence = self._new_dependence()
-        self._collect_codes = True
-        try:
-            metrics = stage()
-        finally:
-            self._collect_codes = False
-        self.dependence.reduce()
-        dependence = self.dependence.to_metrics(prefix='codes_')
-        # The least-used codebook: collapse of any one codebook shows here.
-        dependence['codes_util_min'] = min(v for k, v in dependence.items() if k.startswith('codes_util_q'))
-        metrics.update(dependence)
-        return metrics
-
     def valid(self):
         return self._with_dependence(super().valid)
 
