@@ -11,7 +11,7 @@ AC_SRC := $(VENV)/src/audiocraft-$(AUDIOCRAFT_VERSION)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export USER ?= audiocraft_mmd
 
-.PHONY: install dataset demo test test-fast bench clean-outputs
+.PHONY: install dataset demo test test-fast test-audiocraft bench clean-outputs
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,8 @@ install:
 	$(PIP) install --no-deps --no-build-isolation -e .
 	@# AudioCraft pipes every audio file it writes through `ffmpeg`: link the binary imageio-ffmpeg ships.
 	ln -sf "$$($(PY) -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" $(VENV)/bin/ffmpeg
+	@# torchaudio.load/save run on TorchCodec, whose wheel has no FFmpeg: point it at the one PyAV's wheel bundles.
+	$(PY) -m audiocraft_mmd.torchcodec_ffmpeg
 	$(PY) -m audiocraft_mmd.doctor
 
 dataset:
@@ -40,6 +42,13 @@ test: dataset
 
 test-fast:
 	$(PY) -m pytest -q -m "not slow" tests
+
+# AudioCraft's own test suite, from its extracted sdist, on the installed stack: a compatibility check of the pins.
+# `-c setup.cfg --rootdir .`: AudioCraft's settings, not this repo's pytest.ini (pytest would find it above the venv).
+# Nothing is deselected: all 221 tests pass offline on 2 CPU cores (test_audio_write_wav needs torchaudio.load,
+# i.e. TorchCodec with FFmpeg: see the install step above).
+test-audiocraft:
+	cd $(AC_SRC) && $(abspath $(PY)) -m pytest -q -p no:cacheprovider -c setup.cfg --rootdir . tests
 
 bench:
 	$(PY) bench/bench_estimators.py --device cpu

@@ -19,6 +19,10 @@ def _checks() -> tp.Iterator[tp.Tuple[str, tp.Callable[[], str]]]:
     def ffmpeg() -> str:
         return env.ensure_ffmpeg()
 
+    def torchaudio_io() -> str:
+        from .torchcodec_ffmpeg import check_torchaudio_io
+        return check_torchaudio_io()
+
     def dora_main() -> str:
         from .train import main
         return f"dora main ok, outputs in {main.dora.dir}"
@@ -37,6 +41,7 @@ def _checks() -> tp.Iterator[tp.Tuple[str, tp.Callable[[], str]]]:
     yield 'torch', torch_version
     yield 'audiocraft', audiocraft
     yield 'ffmpeg', ffmpeg
+    yield 'torchaudio io', torchaudio_io
     yield 'dora', dora_main
     yield 'visqol', visqol
     yield 'dataset', dataset
