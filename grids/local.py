@@ -47,24 +47,46 @@ def run_sig(argv: tp.Sequence[str], extra: tp.Sequence[str]) -> str:
     return dora_main.get_xp(list(argv) + list(extra)).sig
 
 
-def _run(argv: tp.List[str], extra: tp.List[str], deadline: tp.Optional[float] = None) -> int:
-    """`dora run` one XP; stop it at `deadline` (time.monotonic()) if it is still running then."""
+def _run(argv: tp.List[str], extra: tp.List[str], deadline: tp.Optional[float] = None,
+         stop_when: tp.Optional[tp.Callable[[], bool]] = None, poll_s: float = 1.) -> int:
+    """`dora run` one XP; stop it at `deadline` (time.monotonic()), or once `stop_when()` is true, if it still runs.
+
+    `stop_when` is polled every `poll_s` seconds while the XP runs: it stops the XP on an event (say, "its first
+    checkpoint exists"), which a slower machine reaches later, where a deadline is a fixed time. Returns the XP's
+    exit code, STOPPED if it was stopped, NOT_RUN if the deadline had passed before it started.
+    """
     if deadline is not None and time.monotonic() >= deadline:
         return NOT_RUN
     cmd = [sys.executable, '-m', 'dora', 'run'] + list(argv) + extra
     print('+', ' '.join(cmd), flush=True)
     proc = subprocess.Popen(cmd)
     try:
-        return proc.wait(timeout=None if deadline is None else max(0., deadline - time.monotonic()))
+        while True:
+            timeout = None if deadline is None else max(0., deadline - time.monotonic())
+            if stop_when is not None:
+                timeout = poll_s if timeout is None else min(poll_s, timeout)
+            try:
+                return proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                if (deadline is not None and time.monotonic() >= deadline) or (stop_when is not None and stop_when()):
+                    break
+        if proc.poll() is not None:  # it ended on its own while stop_when was being asked
+            return proc.returncode
+    except Exception:  # a failing stop_when: do not leave the XP running
+        _interrupt(proc)
+        raise
+    _interrupt(proc)
+    return STOPPED
+
+
+def _interrupt(proc: subprocess.Popen) -> None:
+    """SIGINT, like Ctrl-C: the XP keeps the checkpoint of its last finished epoch. Killed if not gone in 60 s."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
-        # SIGINT, like Ctrl-C: the XP keeps the checkpoint of its last finished epoch
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        return STOPPED
+        proc.kill()
+        proc.wait()
 
 
 def _evaluate(sig: str) -> int:

@@ -192,11 +192,19 @@ def test_local_deadline_stops_a_running_xp_and_evaluates_its_last_checkpoint(emb
     monkeypatch.setenv('AUDIOCRAFT_MMD_DORA_DIR', str(tmp_path))
     monkeypatch.setenv('AUDIOCRAFT_DORA_DIR', str(tmp_path))
     monkeypatch.chdir(REPO_ROOT)
-    # 1000 epochs of 4 updates do not end in 60 s; the first ones do (a debug epoch takes seconds)
+    # 1000 epochs of 4 updates, stopped once the first epoch is committed (an event, not a fixed time: a slow machine
+    # only waits longer); the 15-minute deadline is a safety net (a debug epoch takes seconds here). AudioCraft writes
+    # checkpoint.th, then history.json: waiting for both keeps a SIGINT out of the first epoch's gap between the two.
     argv = DEBUG + ['optim.epochs=1000', 'evaluate.every=1000', 'generate.every=1000']
-    assert local._run(argv, ['evaluate.metrics.visqol=false'], deadline=time.monotonic() + 60) == local.STOPPED
     sig = local.run_sig(argv, ['evaluate.metrics.visqol=false'])
     folder = tmp_path / 'xps' / sig
+
+    def first_epoch_committed() -> bool:
+        return (folder / 'checkpoint.th').exists() and (folder / 'history.json').exists()
+
+    code = local._run(argv, ['evaluate.metrics.visqol=false'], deadline=time.monotonic() + 900,
+                      stop_when=first_epoch_committed)
+    assert code == local.STOPPED and first_epoch_committed(), "no epoch committed in 15 min"
     import torch
     # AudioCraft saves the checkpoint before history.json: a SIGINT between the two leaves history.json one
     # epoch behind the checkpoint, which is what a resume (and the evaluation) starts from
