@@ -1,16 +1,31 @@
-"""Export a trained tokenizer for plain AudioCraft: `python -m audiocraft_mmd.export SIG OUT_DIR`.
+"""Export an XP for plain AudioCraft: `python -m audiocraft_mmd.export SIG OUT_DIR`.
 
-Writes `OUT_DIR/compression_state_dict.bin` with AudioCraft's own `export_encodec`, which loads anywhere with
-`audiocraft.models.CompressionModel.get_pretrained('OUT_DIR/compression_state_dict.bin')` (no need for this
-package), and is the file MusicGen's `get_pretrained(OUT_DIR)` looks for next to an exported LM.
+- A compression XP (tokenizer) gives `OUT_DIR/compression_state_dict.bin` (AudioCraft's own `export_encodec`), which
+  loads anywhere with `CompressionModel.get_pretrained('OUT_DIR/compression_state_dict.bin')`.
+- An LM XP (`musicgen_mmd`, or AudioCraft's `musicgen`) gives a folder that AudioCraft loads with
+  `MusicGen.get_pretrained('OUT_DIR')`, in a process that never imports this package: `state_dict.bin` (the LM,
+  AudioCraft's `export_lm`), `compression_state_dict.bin` (its tokenizer) and `export.json` (provenance).
+
+AudioCraft takes a MusicGen's longest one-window generation (`max_duration`) from the LM's training segment and
+asserts that its extension stride (18 s) is shorter: an LM trained on 4 s segments would not load. The export
+writes `dataset.segment_duration = --max_duration` (default 30 s, MusicGen's own) into the exported LM config and
+keeps the real training segment in `export.json`. The LM's sinusoidal positions run at any length, but an LM
+trained on short segments has never seen longer contexts: `python -m audiocraft_mmd.generate` warns beyond it.
 On torch >= 2.6 plain AudioCraft needs TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 to read AudioCraft checkpoints.
 """
 import argparse
+import json
+import os
 from pathlib import Path
+import shutil
 import sys
+import tempfile
 import typing as tp
 
 from . import env
+
+LM_SOLVERS = ('musicgen', 'musicgen_mmd')
+EXTEND_STRIDE = 18.  # MusicGen.set_generation_params' default, asserted below max_duration when a MusicGen is built
 
 
 def resolve_checkpoint(sig_or_path: str) -> Path:
@@ -22,12 +37,17 @@ def resolve_checkpoint(sig_or_path: str) -> Path:
         Path of the checkpoint file.
     """
     from audiocraft.utils.checkpoint import resolve_checkpoint_path
+    from .train import main
     text = str(sig_or_path)
-    is_sig = not text.startswith('//') and '/' not in text and not Path(text).exists()
-    resolved = resolve_checkpoint_path(f'//sig/{text}' if is_sig else text)
+    xps = Path(main.dora.dir) / 'xps'
+    if text.startswith('//sig/'):
+        text = str(xps / text[len('//sig/'):])
+    elif '/' not in text and not Path(text).exists():
+        text = str(xps / text)
+    resolved = resolve_checkpoint_path(text)
     if resolved is None:
-        raise FileNotFoundError(f"No checkpoint for {text!r} (looked in {env.dora_dir() / 'xps'}): train it first "
-                                "with `dora run ...`, or pass the path of a checkpoint.th.")
+        raise FileNotFoundError(f"No checkpoint for {sig_or_path!r} (looked in {xps}): train it first with "
+                                "`dora run ...`, or pass the path of a checkpoint.th.")
     return resolved
 
 
@@ -41,16 +61,115 @@ def export_tokenizer(sig_or_path: str, out_dir: tp.Union[str, Path]) -> Path:
         Path of the exported file.
     """
     from audiocraft.utils.export import export_encodec
-    out_file = Path(out_dir) / 'compression_state_dict.bin'
-    return Path(export_encodec(resolve_checkpoint(sig_or_path), out_file))
+    checkpoint = resolve_checkpoint(sig_or_path)
+    with _staging(out_dir) as staging:
+        export_encodec(checkpoint, staging / 'compression_state_dict.bin')
+    return Path(out_dir) / 'compression_state_dict.bin'
+
+
+def export_musicgen(sig_or_path: str, out_dir: tp.Union[str, Path], max_duration: float = 30.) -> Path:
+    """Export an LM XP and its tokenizer as one folder for `MusicGen.get_pretrained(out_dir)`.
+
+    Args:
+        sig_or_path (str): LM XP signature, XP folder or checkpoint path.
+        out_dir (str or Path): output folder, created if needed; files already there are replaced only once the
+            whole export succeeded.
+        max_duration (float): the exported model's one-window generation length in seconds (> 18, see above).
+    Returns:
+        The export folder.
+    """
+    import torch
+    from omegaconf import OmegaConf
+    from audiocraft.models import CompressionModel
+    from audiocraft.models.builders import get_wrapped_compression_model
+    from audiocraft.utils.export import export_encodec, export_lm, export_pretrained_compression_model
+    from .solvers.musicgen_mmd import resolve_tokenizer, state_hash
+    if max_duration <= EXTEND_STRIDE:
+        raise ValueError(f"--max_duration {max_duration:g} must be above {EXTEND_STRIDE:g} s: AudioCraft's MusicGen "
+                         "asserts that its extension stride (18 s) is shorter than the model's max duration.")
+    checkpoint = resolve_checkpoint(sig_or_path)
+    package = torch.load(checkpoint, map_location='cpu', weights_only=False)
+    cfg = package['xp.cfg']
+    if cfg.solver not in LM_SOLVERS:
+        raise ValueError(f"{sig_or_path} is a {cfg.solver!r} XP, not an LM: export a tokenizer with "
+                         f"export_tokenizer, or pass an LM XP ({', '.join(LM_SOLVERS)}).")
+    reference = str(package.get('tokenizer', {}).get('reference') or cfg.compression_model_checkpoint)
+    tokenizer = resolve_tokenizer(reference)
+    trained_segment = float(cfg.dataset.segment_duration)
+    with _staging(out_dir) as staging:
+        tokenizer_file = staging / 'compression_state_dict.bin'
+        if tokenizer.startswith('//pretrained/'):
+            # an export file is copied whole; a hub name is written as a reference (AudioCraft fetches it)
+            export_pretrained_compression_model(tokenizer[len('//pretrained/'):], tokenizer_file)
+        else:
+            export_encodec(tokenizer, tokenizer_file)
+        saved_hash = package.get('tokenizer', {}).get('hash')
+        if saved_hash is not None and 'best_state' in torch.load(tokenizer_file, map_location='cpu',
+                                                                 weights_only=False):
+            exported = get_wrapped_compression_model(
+                CompressionModel.get_pretrained(str(tokenizer_file), device='cpu'), cfg)
+            if state_hash(exported) != saved_hash:
+                raise RuntimeError(f"The tokenizer at {reference!r} is not the one LM {sig_or_path} was trained on "
+                                   "(its weights changed since): export the LM with the tokenizer it trained on.")
+        lm_file = staging / 'state_dict.bin'
+        export_lm(checkpoint, lm_file)
+        lm_package = torch.load(lm_file, map_location='cpu', weights_only=False)
+        lm_cfg = OmegaConf.create(lm_package['xp.cfg'])
+        lm_cfg.dataset.segment_duration = max(trained_segment, float(max_duration))
+        lm_package['xp.cfg'] = OmegaConf.to_yaml(lm_cfg)
+        torch.save(lm_package, lm_file)
+        (staging / 'export.json').write_text(json.dumps({
+            'lm_checkpoint': str(checkpoint), 'lm_sig': package.get('xp.sig'), 'tokenizer': reference,
+            'trained_segment_duration': trained_segment, 'max_duration': lm_cfg.dataset.segment_duration,
+            'epochs_trained': len(package.get('history', [])), 'codebooks_pattern': cfg.codebooks_pattern.modeling,
+            'sample_rate': int(cfg.sample_rate)}, indent=1))
+    return Path(out_dir)
+
+
+class _staging:
+    """Write an export into a temporary folder next to `out_dir`, then move each file in: a failed export leaves
+    `out_dir` as it was."""
+
+    def __init__(self, out_dir: tp.Union[str, Path]):
+        self.out_dir = Path(out_dir)
+
+    def __enter__(self) -> Path:
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f'.{self.out_dir.name}.', dir=self.out_dir.parent))
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                for item in self.tmp.iterdir():
+                    os.replace(item, self.out_dir / item.name)
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def export(sig_or_path: str, out_dir: tp.Union[str, Path], max_duration: float = 30.) -> Path:
+    """Export a compression XP (tokenizer file) or an LM XP (MusicGen folder), whichever `sig_or_path` is.
+
+    Returns:
+        The exported tokenizer file, or the exported MusicGen folder.
+    """
+    import torch
+    checkpoint = resolve_checkpoint(sig_or_path)
+    solver = torch.load(checkpoint, map_location='cpu', weights_only=False)['xp.cfg'].solver
+    if solver in LM_SOLVERS:
+        return export_musicgen(str(checkpoint), out_dir, max_duration=max_duration)
+    return export_tokenizer(str(checkpoint), out_dir)
 
 
 def main(argv: tp.Optional[tp.List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m audiocraft_mmd.export', description=__doc__.split('\n')[0])
-    parser.add_argument('sig', help="XP signature or checkpoint path of a compression XP")
-    parser.add_argument('out_dir', help="folder to write compression_state_dict.bin into")
+    parser.add_argument('sig', help="XP signature, XP folder or checkpoint path of a compression or LM XP")
+    parser.add_argument('out_dir', help="folder to write the export into")
+    parser.add_argument('--max_duration', type=float, default=30.,
+                        help="LM exports: one-window generation length in seconds (> 18; default 30)")
     opts = parser.parse_args(argv)
-    print(export_tokenizer(opts.sig, opts.out_dir))
+    print(export(opts.sig, opts.out_dir, max_duration=opts.max_duration))
     return 0
 
 

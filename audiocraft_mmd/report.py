@@ -1,9 +1,11 @@
-"""Summarize compression XPs: `python -m audiocraft_mmd.report (GRID [--small] | SIG...) [--out DIR]`.
+"""Summarize XPs: `python -m audiocraft_mmd.report (GRID [--small] | SIG...) [--out DIR]`.
 
 Prints a Markdown table (one row per setting: the XP overrides without the seed, mean +- std over seeds) of the
-metrics the paper's questions need, read from each XP's Dora history (the last epoch that ran `evaluate`), and
+metrics the paper's questions need, read from each XP's Dora history (the last epoch that ran the stage), and
 writes PNG plots into --out: total correlation minus its shuffled baseline, reconstruction quality and codebook
 utilization against the weight, and the pairwise mutual-information heatmap of the first XP of each setting.
+Tokenizers (compression XPs) and LMs (musicgen XPs: NLL in bits per frame, per-codebook cross-entropy, the
+dependence of the modelled tokens on the LM's one-step tuple) get a table each.
 """
 import argparse
 from collections import OrderedDict
@@ -27,6 +29,25 @@ COLUMNS: tp.List[tp.Tuple[str, str, str, str]] = [
     ('valid', 'mmd', 'term (valid)', '.3g'),
 ]
 NEGATED = {'sisnr'}
+LM_SOLVERS = ('musicgen', 'musicgen_mmd')
+
+
+def lm_columns(num_codebooks: int) -> tp.List[tp.Tuple[str, str, str, str]]:
+    """Columns of the LM table: NLL per frame (comparable across patterns), per-codebook CE, the tokens' dependence
+    on the LM's one-step tuple, codebook use, and the generate stage's real-time factor."""
+    return ([('valid', 'nll_bits_per_frame', 'NLL bits/frame (valid)', '.3f'),
+             ('evaluate', 'nll_bits_per_frame', 'NLL bits/frame (evaluate)', '.3f')] +
+            [('evaluate', f'ce_q{k}', f'CE q{k} (nats)', '.3f') for k in range(1, num_codebooks + 1)] +
+            [('evaluate', 'codes_tc_excess', 'TC - shuffled (LM tuple)', '.3f'),
+             ('evaluate', 'codes_util_min', 'min utilization', '.2f'),
+             ('generate', 'rtf', 'generation s per audio s', '.2f')])
+
+
+def columns_for(xps: tp.Sequence[tp.Any]) -> tp.List[tp.Tuple[str, str, str, str]]:
+    """The LM columns when every XP is an LM, the tokenizer columns otherwise."""
+    if xps and all(xp.cfg.solver in LM_SOLVERS for xp in xps):
+        return lm_columns(max(int(xp.cfg.transformer_lm.n_q) for xp in xps))
+    return COLUMNS
 
 
 def _last_with(history: tp.List[dict], stage: str) -> dict:
@@ -51,8 +72,11 @@ def _mean_std(values: tp.List[float]) -> tp.Tuple[float, float]:
     return mean, math.sqrt(var)
 
 
-def collect(xps: tp.Sequence[tp.Any]) -> tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]]:
-    """Group XPs by setting; each entry holds the sig, argv, epochs run and the metrics of COLUMNS."""
+def collect(xps: tp.Sequence[tp.Any], columns: tp.Optional[tp.List[tp.Tuple[str, str, str, str]]] = None
+            ) -> tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]]:
+    """Group XPs by setting; each entry holds the sig, argv, epochs run and the metrics of `columns` (default: the
+    tokenizer's COLUMNS)."""
+    columns = COLUMNS if columns is None else columns
     from .train import main
     groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]] = OrderedDict()
     for xp in xps:
@@ -61,7 +85,7 @@ def collect(xps: tp.Sequence[tp.Any]) -> tp.Dict[str, tp.List[tp.Dict[str, tp.An
         history_trained = [epoch for epoch in history if 'train' in epoch]
         row: tp.Dict[str, tp.Any] = {'sig': xp.sig, 'argv': list(xp.argv), 'epochs': len(history_trained),
                                      'cfg': xp.cfg, 'history': history}
-        for stage, key, _, _ in COLUMNS:
+        for stage, key, _, _ in columns:
             value = _last_with(history, stage).get(key)
             row[f'{stage}/{key}'] = -value if value is not None and key in NEGATED else value
         # Pairwise MI, keys codes_mi_{i}{j} with 1-based codebooks i < j.
@@ -71,16 +95,18 @@ def collect(xps: tp.Sequence[tp.Any]) -> tp.Dict[str, tp.List[tp.Dict[str, tp.An
     return groups
 
 
-def markdown_table(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], per_xp: bool = False) -> str:
+def markdown_table(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], per_xp: bool = False,
+                   columns: tp.Optional[tp.List[tp.Tuple[str, str, str, str]]] = None) -> str:
     """Markdown table: one row per setting with `mean ± std` per metric, or one row per XP (`per_xp`)."""
-    header = ['setting', 'XPs (epochs)' if not per_xp else 'XP (epochs), seed'] + [title for _, _, title, _ in COLUMNS]
+    columns = COLUMNS if columns is None else columns
+    header = ['setting', 'XPs (epochs)' if not per_xp else 'XP (epochs), seed'] + [title for _, _, title, _ in columns]
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for setting, rows in groups.items():
         for members in ([[r] for r in rows] if per_xp else [rows]):
             cells = [f'`{setting}`', ', '.join(f"{r['sig']} ({r['epochs']})" for r in members)]
             if per_xp:
                 cells[-1] += f", {members[0]['cfg'].seed}"
-            for stage, key, _, fmt in COLUMNS:
+            for stage, key, _, fmt in columns:
                 mean, std = _mean_std([r[f'{stage}/{key}'] for r in members])
                 cells.append('n/a' if math.isnan(mean) else
                              f'{mean:{fmt}} ± {std:{fmt}}' if len(members) > 1 else f'{mean:{fmt}}')
@@ -114,6 +140,8 @@ def plot(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], out: Path) -> tp.L
     by_weight: tp.Dict[tp.Tuple[str, float], tp.List[dict]] = {}
     for rows in groups.values():
         for r in rows:
+            if 'mmd' not in r['cfg']:
+                continue  # LM XPs: no weight axis
             mmd = r['cfg'].mmd
             variant = f"{mmd.pattern}/{mmd.bandwidth}" + (f"/guard {mmd.warmup.guard}" if mmd.warmup.guard else '')
             by_weight.setdefault((variant, float(r['cfg'].mmd.weight)), []).append(r)
@@ -177,11 +205,21 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
         xps = grid_xps(opts.targets[0])
     else:
         xps = [get_xp_from_sig(sig) for sig in opts.targets]
-    groups = collect(xps)
-    print(markdown_table(groups))
-    if opts.per_xp:
-        print()
-        print(markdown_table(groups, per_xp=True))
+    lms = [xp for xp in xps if xp.cfg.solver in LM_SOLVERS]
+    tokenizers = [xp for xp in xps if xp.cfg.solver not in LM_SOLVERS]
+    groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]] = OrderedDict()
+    for kind in (tokenizers, lms):
+        if not kind:
+            continue
+        if groups:
+            print()
+        columns = columns_for(kind)
+        kind_groups = collect(kind, columns)
+        print(markdown_table(kind_groups, columns=columns))
+        if opts.per_xp:
+            print()
+            print(markdown_table(kind_groups, per_xp=True, columns=columns))
+        groups.update(kind_groups)
     for metric in opts.per_epoch:
         print()
         print(epoch_table(groups, metric))

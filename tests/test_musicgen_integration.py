@@ -1,0 +1,214 @@
+"""End to end through `dora run`: a compression_mmd tokenizer, the musicgen_mmd LM on its tokens (1 and 2 CPU
+workers, resume), export, loading in plain AudioCraft in a fresh process, and `audiocraft_mmd.generate`."""
+import json
+import os
+from pathlib import Path
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from audiocraft_mmd.env import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+TOKENIZER = ['solver=compression/encodec_mmd_debug', 'evaluate.every=1000', 'generate.every=1000']
+DESCRIPTION = 'A Bach chorale for pipe organ in F major, 4 voices, moderate tempo.'
+
+
+def dora(args, dora_dir, check=True, timeout=900):
+    env = {**os.environ, 'AUDIOCRAFT_MMD_DORA_DIR': str(dora_dir), 'AUDIOCRAFT_DORA_DIR': str(dora_dir),
+           'PATH': f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    run = subprocess.run([sys.executable, '-m', 'dora'] + args, cwd=REPO_ROOT, env=env, capture_output=True,
+                         text=True, timeout=timeout)
+    if check:
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run
+
+
+def sig_of(argv):
+    from audiocraft_mmd.train import main
+    return main.get_xp(argv).sig
+
+
+def history(folder):
+    return json.loads((Path(folder) / 'history.json').read_text())
+
+
+@pytest.fixture(scope='module')
+def dora_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp('dora')
+
+
+@pytest.fixture(scope='module')
+def tokenizer_sig(dora_dir, embedded_music):
+    dora(['run'] + TOKENIZER, dora_dir)
+    return sig_of(TOKENIZER)
+
+
+@pytest.fixture(scope='module')
+def lm_argv(tokenizer_sig):
+    return ['solver=musicgen/musicgen_mmd_debug', f'compression_model_checkpoint={tokenizer_sig}']
+
+
+@pytest.fixture(scope='module')
+def lm_folder(dora_dir, lm_argv):
+    dora(['run'] + lm_argv, dora_dir)
+    return dora_dir / 'xps' / sig_of(lm_argv)
+
+
+@pytest.fixture
+def in_dora_dir(dora_dir, monkeypatch):
+    from audiocraft_mmd.train import main
+    monkeypatch.setattr(main.dora, 'dir', Path(dora_dir))
+    monkeypatch.setenv('AUDIOCRAFT_MMD_DORA_DIR', str(dora_dir))
+    return dora_dir
+
+
+def test_lm_trains_validates_evaluates_and_generates(lm_folder):
+    epochs = history(lm_folder)
+    assert len(epochs) == 2
+    assert {'ce', 'nll_bits_per_frame', 'ce_q1', 'ce_q4'} <= set(epochs[0]['train'])
+    assert {'nll_bits_per_frame', 'codes_tc', 'codes_tc_excess', 'codes_util_min'} <= set(epochs[-1]['valid'])
+    assert {'nll_bits_per_frame', 'codes_tc'} <= set(epochs[-1]['evaluate'])
+    assert epochs[-1]['train']['nll_bits_per_frame'] < epochs[0]['train']['nll_bits_per_frame']
+    assert any(p.stat().st_size > 1000 for p in lm_folder.glob('samples/**/*.wav')), "no generated audio"
+
+
+def test_two_cpu_workers_log_the_same_keys(lm_argv, lm_folder, tmp_path, embedded_music):
+    # the same XP in another Dora folder (the tokenizer XP is copied: the LM names it by signature)
+    tokenizer = lm_argv[1].split('=')[1]
+    shutil.copytree(lm_folder.parent / tokenizer, tmp_path / 'xps' / tokenizer)
+    dora(['run', '-d', '--ddp_workers', '2'] + lm_argv, tmp_path)
+    two = history(tmp_path / 'xps' / lm_folder.name)
+    one = history(lm_folder)
+    assert len(two) == len(one)
+    for stage in ('train', 'valid', 'evaluate', 'generate'):
+        assert set(two[-1][stage]) == set(one[-1][stage]), stage
+    assert sorted(p.name for p in (tmp_path / 'xps' / lm_folder.name).glob('solver.log.*')) == [
+        'solver.log.0', 'solver.log.1']
+
+
+def test_resume_restores_the_lm_and_continues_its_schedule(lm_argv, lm_folder, tmp_path):
+    import torch
+    dora_dir = tmp_path / 'dora'
+    shutil.copytree(lm_folder.parent.parent, dora_dir)
+    folder = dora_dir / 'xps' / lm_folder.name
+    # as if it stopped after epoch 1: its last checkpoint is epoch 1's
+    shutil.copy(folder / 'checkpoint_1.th', folder / 'checkpoint.th')
+    (folder / 'history.json').write_text(json.dumps(history(folder)[:1]))
+    epoch1 = torch.load(folder / 'checkpoint_1.th', map_location='cpu', weights_only=False)
+    dora(['run'] + lm_argv, dora_dir)
+    resumed = history(folder)
+    assert len(resumed) == 2 and resumed[0] == epoch1['history'][0]
+    final = torch.load(folder / 'checkpoint.th', map_location='cpu', weights_only=False)
+    # the optimizer went on from epoch 1's state: 2 epochs x 4 updates in all
+    steps = {int(s['step']) for s in final['optimizer']['state'].values()}
+    assert steps == {8}
+    assert final['tokenizer'] == epoch1['tokenizer']
+    assert any(not torch.equal(final['model'][k], epoch1['model'][k]) for k in epoch1['model'])
+
+
+def test_export_loads_and_generates_in_plain_audiocraft(lm_folder, tmp_path, in_dora_dir):
+    from audiocraft_mmd.export import export
+    folder = export(lm_folder.name, tmp_path / 'musicgen')
+    assert {p.name for p in folder.iterdir()} == {'state_dict.bin', 'compression_state_dict.bin', 'export.json'}
+    assert json.loads((folder / 'export.json').read_text())['trained_segment_duration'] == 1.0
+    code = (
+        "import sys, torch\n"
+        "from audiocraft.models import MusicGen\n"
+        f"model = MusicGen.get_pretrained({str(folder)!r}, device='cpu')\n"
+        "assert 'audiocraft_mmd' not in sys.modules\n"
+        "model.set_generation_params(duration=0.5, top_k=32)\n"
+        f"wav = model.generate([{DESCRIPTION!r}])\n"
+        "print(tuple(wav.shape), model.sample_rate, model.max_duration, float(wav.abs().max()))\n")
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    env['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] = '1'
+    run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, cwd='/')
+    assert run.returncode == 0, run.stderr[-3000:]
+    shape, sample_rate, max_duration, peak = run.stdout.strip().splitlines()[-1].rsplit(' ', 3)
+    assert shape == '(1, 1, 8000)' and sample_rate == '16000' and max_duration == '30.0'
+    assert float(peak) > 0
+
+
+def test_generate_writes_clips_with_their_settings_reproducibly(lm_folder, tmp_path, in_dora_dir):
+    from audiocraft_mmd.generate import generate
+    first = generate(lm_folder.name, [DESCRIPTION, 'A Mozart string quartet'], duration=0.5, out_dir=tmp_path / 'a',
+                     seed=3, progress=False)
+    again = generate(str(lm_folder / 'export'), [DESCRIPTION], duration=0.5, out_dir=tmp_path / 'b', seed=3,
+                     progress=False)
+    assert [p.suffix for p in first] == ['.wav', '.wav']
+    settings = json.loads(first[0].with_suffix('.json').read_text())
+    assert settings['description'] == DESCRIPTION and settings['seed'] == 3 and settings['duration'] == 0.5
+    assert settings['top_k'] == 64 and settings['export']['lm_sig'] == lm_folder.name
+    import torch
+    from audiocraft.data.audio import audio_read
+    assert audio_read(first[0])[0].shape[-1] == 8000
+    # same description, seed and settings: the same clip (sampling is seeded; CPU kernels are deterministic)
+    same = generate(str(lm_folder / 'export'), [DESCRIPTION], duration=0.5, out_dir=tmp_path / 'c', seed=3,
+                    progress=False)
+    torch.testing.assert_close(audio_read(same[0])[0], audio_read(again[0])[0])
+    other_seed = generate(str(lm_folder / 'export'), [DESCRIPTION], duration=0.5, out_dir=tmp_path / 'd', seed=4,
+                          progress=False)
+    assert not torch.equal(audio_read(other_seed[0])[0], audio_read(again[0])[0])
+
+
+def test_bad_generation_requests_are_refused_before_writing(lm_folder, tmp_path, in_dora_dir):
+    from audiocraft_mmd.generate import generate
+    out = tmp_path / 'out'
+    with pytest.raises(ValueError, match='at least one non-empty description'):
+        generate(lm_folder.name, [], duration=1., out_dir=out)
+    with pytest.raises(ValueError, match='positive number of seconds'):
+        generate(lm_folder.name, [DESCRIPTION], duration=0., out_dir=out)
+    with pytest.raises(ValueError, match='pass --extend'):
+        generate(lm_folder.name, [DESCRIPTION], duration=31., out_dir=out)
+    with pytest.raises(ValueError, match='above the codebook size 64'):
+        generate(lm_folder.name, [DESCRIPTION], duration=1., out_dir=out, top_k=250)
+    with pytest.raises(FileNotFoundError, match='neither an export folder'):
+        generate('0123abcd', [DESCRIPTION], duration=1., out_dir=out)
+    assert not out.exists()
+
+
+def test_bad_exports_leave_existing_exports_untouched(lm_folder, tokenizer_sig, tmp_path, in_dora_dir):
+    from audiocraft_mmd.export import export, export_musicgen
+    folder = export(lm_folder.name, tmp_path / 'musicgen')
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(ValueError, match='must be above 18'):
+        export(lm_folder.name, folder, max_duration=10)
+    with pytest.raises(ValueError, match="is a 'compression_mmd' XP, not an LM"):
+        export_musicgen(tokenizer_sig, folder)
+    with pytest.raises(FileNotFoundError, match='No checkpoint'):
+        export('0123abcd', folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert [p.name for p in folder.parent.iterdir()] == ['musicgen']  # no staging folder left behind
+
+
+def test_missing_tokenizer_fails_at_start(dora_dir, tmp_path):
+    run = dora(['run', 'solver=musicgen/musicgen_mmd_debug', f'compression_model_checkpoint={tmp_path}/none'],
+               dora_dir, check=False)
+    assert run.returncode != 0
+    assert 'No tokenizer at compression_model_checkpoint=' in run.stderr + run.stdout
+    run = dora(['run', 'solver=musicgen/musicgen_mmd_debug', 'compression_model_checkpoint=0123abcd'],
+               dora_dir, check=False)
+    assert 'there is no XP 0123abcd' in run.stderr + run.stdout
+
+
+def test_tokenizer_changed_under_an_lm_is_refused_on_resume(dora_dir, tokenizer_sig, tmp_path, in_dora_dir):
+    from audiocraft_mmd.export import export
+    tokenizer_dir = tmp_path / 'tokenizer'
+    export(tokenizer_sig, tokenizer_dir)
+    argv = ['solver=musicgen/musicgen_mmd_debug', f'compression_model_checkpoint={tokenizer_dir}',
+            'optim.epochs=1', 'evaluate.every=1000', 'generate.every=1000']
+    dora(['run'] + argv, dora_dir)
+    folder = dora_dir / 'xps' / sig_of(argv)
+    checkpoint = (folder / 'checkpoint.th').read_bytes()
+    # another tokenizer written over the same folder (here: the same XP's weights, one codeword changed)
+    import torch
+    package = torch.load(tokenizer_dir / 'compression_state_dict.bin', map_location='cpu', weights_only=False)
+    key = next(k for k in package['best_state'] if k.endswith('_codebook.embed'))
+    package['best_state'][key][0] += 1.
+    torch.save(package, tokenizer_dir / 'compression_state_dict.bin')
+    run = dora(['run'] + argv, dora_dir, check=False)
+    assert run.returncode != 0
+    assert 'trained on another tokenizer' in run.stderr + run.stdout and 'hash' in run.stderr + run.stdout
+    assert (folder / 'checkpoint.th').read_bytes() == checkpoint
