@@ -35,7 +35,7 @@ dataset:
 	$(PY) -m audiocraft_mmd.data.embedded_music --preset small
 
 demo: dataset
-	$(VENV)/bin/dora run solver=compression/encodec_mmd_small
+	$(PY) -m audiocraft_mmd.demo
 
 test: dataset
 	$(PY) -m pytest -q tests

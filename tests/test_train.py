@@ -12,6 +12,8 @@ from audiocraft_mmd import env
 from audiocraft_mmd.train import PLUGIN_CONFIG_DIR, SOLVERS, build_solver, get_solver, get_xp_from_sig, main
 
 SOLVER_FILES = sorted(PLUGIN_CONFIG_DIR.glob('solver/**/*.yaml'))
+COMPRESSION_FILES = sorted(PLUGIN_CONFIG_DIR.glob('solver/compression/*.yaml'))
+MUSICGEN_FILES = sorted(PLUGIN_CONFIG_DIR.glob('solver/musicgen/*.yaml'))
 DSET_FILES = sorted(PLUGIN_CONFIG_DIR.glob('dset/**/*.yaml'))
 ALL_FILES = sorted(PLUGIN_CONFIG_DIR.glob('**/*.yaml'))
 
@@ -25,7 +27,9 @@ def _resolved(cfg):
 
 
 def test_config_files_exist():
-    assert {p.stem for p in SOLVER_FILES} >= {'encodec_mmd', 'encodec_mmd_small', 'encodec_mmd_debug'}
+    assert {p.stem for p in SOLVER_FILES} >= {'encodec_mmd', 'encodec_mmd_small', 'encodec_mmd_debug',
+                                              'musicgen_mmd_32khz', 'musicgen_mmd_small', 'musicgen_mmd_debug'}
+    assert set(SOLVER_FILES) == set(COMPRESSION_FILES) | set(MUSICGEN_FILES)
     assert {p.stem for p in DSET_FILES} >= {'embedded_music', 'embedded_music_large'}
 
 
@@ -41,8 +45,23 @@ def test_solver_configs_compose_without_missing_values(path):
     xp = main.get_xp([f'solver={_group_name(path)}'])
     cfg = _resolved(xp.cfg)
     assert cfg['solver'] in SOLVERS
-    assert cfg['mmd']['pattern'] in ('delay', 'parallel')
+    if path in COMPRESSION_FILES:
+        assert cfg['mmd']['pattern'] in ('delay', 'parallel')
+    else:
+        assert cfg['codebooks_pattern']['modeling'] == 'delay' and cfg['transformer_lm']['n_q'] == 4
+        assert cfg['compression_model_checkpoint'].startswith('tokenizers/')
     assert cfg['datasource']['train'].startswith('egs/embedded_music')
+
+
+def test_musicgen_32khz_is_the_papers_setting():
+    cfg = main.get_xp(['solver=musicgen/musicgen_mmd_32khz']).cfg
+    lm = cfg.transformer_lm
+    assert (cfg.sample_rate, lm.card, lm.dim, lm.num_layers, cfg.dataset.segment_duration) == (32000, 2048, 1024, 24, 30)
+    assert cfg.conditioners.description.model == 't5'
+    assert all(cfg.evaluate.metrics[m] for m in ('fad', 'kld', 'text_consistency'))
+    # the tokenizer it names is the 32 kHz compression_mmd config's
+    tokenizer = main.get_xp(['solver=compression/encodec_mmd']).cfg
+    assert (tokenizer.sample_rate, tokenizer.rvq.bins, tokenizer.rvq.n_q) == (cfg.sample_rate, lm.card, lm.n_q)
 
 
 @pytest.mark.parametrize('path', DSET_FILES, ids=lambda p: p.stem)
@@ -56,7 +75,7 @@ def test_dset_configs_compose_with_audiocraft_solvers(path):
 
 def test_mmd_defaults_reach_every_plugin_solver():
     defaults = OmegaConf.load(PLUGIN_CONFIG_DIR / 'mmd' / 'default.yaml').mmd
-    for path in SOLVER_FILES:
+    for path in COMPRESSION_FILES:
         cfg = main.get_xp([f'solver={_group_name(path)}']).cfg
         assert set(cfg.mmd.keys()) == set(defaults.keys()), path
 
@@ -166,3 +185,13 @@ def test_ffmpeg_of_the_venv_is_found_without_activation(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, 'executable', str(tmp_path / 'python'))
     assert env.ensure_ffmpeg() == str(tmp_path / 'ffmpeg')
     assert os.environ['PATH'].startswith(str(tmp_path))
+
+
+@pytest.mark.parametrize('lm, tokenizer', [('musicgen_mmd_small', 'encodec_mmd_small'),
+                                           ('musicgen_mmd_debug', 'encodec_mmd_debug')])
+def test_small_lms_fit_their_tokenizer_configs(lm, tokenizer):
+    cfg = main.get_xp([f'solver=musicgen/{lm}']).cfg
+    tok = main.get_xp([f'solver=compression/{tokenizer}']).cfg
+    assert (tok.sample_rate, tok.rvq.bins, tok.rvq.n_q) == (cfg.sample_rate, cfg.transformer_lm.card,
+                                                            cfg.transformer_lm.n_q)
+    assert cfg.conditioners.description.model == 'lut' and cfg.conditioners.description.lut.tokenizer == 'noop'

@@ -26,6 +26,7 @@ from audiocraft.models import builders as model_builders
 from audiocraft.solvers.compression import CompressionSolver
 from audiocraft.solvers.musicgen import MusicGenSolver
 
+from .compression_mmd import PATTERN_DELAYS
 from .dependence import DependenceStages
 
 SIG_PATTERN = re.compile(r'^[0-9a-f]{8}$')
@@ -43,12 +44,12 @@ def resolve_tokenizer(reference: str) -> str:
     Returns:
         The reference for AudioCraft: `//pretrained/<file>` for exports, a checkpoint path otherwise.
     """
-    from .. import env
     from audiocraft.utils.checkpoint import resolve_checkpoint_path
+    from ..train import main
     text = str(reference)
     if text.startswith('//pretrained/'):
         return text
-    xps = env.dora_dir() / 'xps'
+    xps = Path(main.dora.dir) / 'xps'
     if text.startswith('//sig/') or (SIG_PATTERN.match(text) and not Path(text).exists()):
         sig = text[len('//sig/'):] if text.startswith('//sig/') else text
         if not (xps / sig).exists():
@@ -238,6 +239,10 @@ class MusicGenMMDSolver(DependenceStages, MusicGenSolver):
     dependence of the modelled tokens on the pattern's one-step tuple. Config: `musicgen_mmd:`."""
 
     def __init__(self, cfg: omegaconf.DictConfig):
+        measure = cfg.musicgen_mmd.measure_pattern
+        if measure is not None and measure not in PATTERN_DELAYS:
+            raise ValueError(f"musicgen_mmd.measure_pattern={measure!r} is unknown: use one of "
+                             f"{sorted(PATTERN_DELAYS)}, or null for the LM's own pattern.")
         problems = missing_offline_weights(cfg)
         if problems:
             raise RuntimeError("Missing before training starts:\n  " + "\n  ".join(problems))
@@ -259,11 +264,9 @@ class MusicGenMMDSolver(DependenceStages, MusicGenSolver):
         self.tokenizer['reference'] = reference
         num_codebooks = self.compression_model.num_codebooks
         measure = self.cfg.musicgen_mmd.measure_pattern
-        provider = self.model.pattern_provider if measure is None else model_builders.get_codebooks_pattern_provider(
-            num_codebooks, omegaconf.OmegaConf.create({'modeling': measure}))
-        self.measure_delays = pattern_step_delays(provider, num_codebooks) or pattern_step_delays(
-            model_builders.get_codebooks_pattern_provider(
-                num_codebooks, omegaconf.OmegaConf.create({'modeling': 'delay'})), num_codebooks)
+        self.measure_delays = (PATTERN_DELAYS[measure](num_codebooks) if measure is not None else
+                               pattern_step_delays(self.model.pattern_provider, num_codebooks) or
+                               PATTERN_DELAYS['delay'](num_codebooks))
 
     def load_state_dict(self, state: dict) -> None:
         saved = state.get('tokenizer')

@@ -139,3 +139,6 @@ def test_measure_pattern_of_an_unroll_lm_is_the_delay_tuple(tokenizer_folder, em
     cfg = omegaconf.OmegaConf.merge(xp.cfg, {'musicgen_mmd': {'measure_pattern': 'parallel'}})
     with xp.enter():
         assert get_solver(cfg).measure_delays == [0, 0, 0, 0]
+    cfg.musicgen_mmd.measure_pattern = 'unroll'
+    with pytest.raises(ValueError, match="measure_pattern='unroll' is unknown"):
+        MusicGenMMDSolver(cfg)
