@@ -212,3 +212,20 @@ def test_tokenizer_changed_under_an_lm_is_refused_on_resume(dora_dir, tokenizer_
     assert run.returncode != 0
     assert 'trained on another tokenizer' in run.stderr + run.stdout and 'hash' in run.stderr + run.stdout
     assert (folder / 'checkpoint.th').read_bytes() == checkpoint
+
+
+def test_demo_pipeline_runs_to_clips_and_a_report(tmp_path, embedded_music):
+    env = {**os.environ, 'AUDIOCRAFT_MMD_DORA_DIR': str(tmp_path / 'dora'),
+           'AUDIOCRAFT_DORA_DIR': str(tmp_path / 'dora'),
+           'PATH': f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    out = tmp_path / 'demo'
+    run = subprocess.run([sys.executable, '-m', 'audiocraft_mmd.demo', '--quick', '--clip_duration', '1',
+                          '--out', str(out)], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    clips = sorted(out.glob('samples/*.wav'))
+    assert len(clips) == 3 and all(c.with_suffix('.json').exists() for c in clips)
+    report = (out / 'REPORT.md').read_text()
+    assert 'NLL bits/frame (valid)' in report and 'TC - shuffled' in report and clips[0].name in report
+    assert (out / 'tokenizer' / 'compression_state_dict.bin').exists()
+    assert {p.name for p in (out / 'musicgen').iterdir()} == {'state_dict.bin', 'compression_state_dict.bin',
+                                                              'export.json'}
