@@ -1,6 +1,7 @@
 """End to end through `dora run`: a compression_mmd tokenizer, the musicgen_mmd LM on its tokens (1 and 2 CPU
 workers, resume), export, loading in plain AudioCraft in a fresh process, and `audiocraft_mmd.generate`."""
 import json
+import math
 import os
 from pathlib import Path
 import shutil
@@ -229,3 +230,15 @@ def test_demo_pipeline_runs_to_clips_and_a_report(tmp_path, embedded_music):
     assert (out / 'tokenizer' / 'compression_state_dict.bin').exists()
     assert {p.name for p in (out / 'musicgen').iterdir()} == {'state_dict.bin', 'compression_state_dict.bin',
                                                               'export.json'}
+
+
+def test_factorization_diagnostic_on_a_trained_lm(lm_folder, tmp_path, in_dora_dir, one_thread):
+    from audiocraft_mmd import factorization
+    out = tmp_path / 'cost.json'
+    assert factorization.main([lm_folder.name, '--clips', '8', '--valid_clips', '4', '--out', str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result['delays'] == [0, 1, 2, 3] and result['lm_sig'] == lm_folder.name
+    # 8 clips of 1 s at 50 Hz: 47 complete delay tuples each
+    assert result['train_tuples'] == 8 * 47 and result['valid_tuples'] == 4 * 47
+    assert result['cost_bits'] == pytest.approx(result['nll_independent_bits'] - result['nll_chained_bits'])
+    assert all(math.isfinite(v) for v in result['nll_independent_bits_q'] + result['nll_chained_bits_q'])

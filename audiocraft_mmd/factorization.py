@@ -1,0 +1,256 @@
+"""The factorization cost of a delay LM given its own context: `python -m audiocraft_mmd.factorization MODEL`.
+
+A delay (or parallel) MusicGen predicts the K entries of the tuple it samples in one step, e.g.
+(q_1[t], q_2[t-1], q_3[t-2], q_4[t-3]), from one context vector h (its transformer's output at that step), as a
+product of per-codebook distributions. What that product throws away is the dependence WITHIN the tuple given h.
+This tool freezes the LM, collects h and the tuples on the train and valid splits, and fits two small heads on
+the same frozen h until their held-out NLL stops improving (early stopping on a tenth of the train contexts):
+
+- independent heads p(q_k | h), one linear map per codebook (what the LM does, refit for a fair comparison);
+- chained heads p(q_k | h, q_1..q_{k-1} of the same tuple): the same linear map plus one learned table per earlier
+  entry j < k, [card x card], added to the logits (any pairwise dependence given h, exactly representable).
+
+Their NLL difference on the valid split, in bits per frame summed over the codebooks, is the estimated cost of the
+factorization (0 if the tuple's entries are independent given h). It is an estimate with this head class: a
+dependence the chained head cannot represent (three-way, or a pairwise one that changes with h) is not counted.
+Known answers (tests/test_factorization.py): independent tuples give about 0, a copied codebook its entropy.
+
+    python -m audiocraft_mmd.factorization LM_SIG_OR_EXPORT_FOLDER [--clips 256] [--out result.json]
+"""
+import argparse
+import copy
+import json
+import math
+from pathlib import Path
+import sys
+import typing as tp
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+_LN2 = math.log(2.)
+
+
+class TupleHeads(nn.Module):
+    """Per-codebook heads on a context h [N, D]: independent (linear), or chained (plus a pairwise table per
+    earlier entry of the tuple, zero-initialized so that training starts from the independent heads' form)."""
+
+    def __init__(self, dim: int, num_codebooks: int, cardinality: int, chained: bool):
+        super().__init__()
+        self.chained = chained
+        self.linears = nn.ModuleList(nn.Linear(dim, cardinality) for _ in range(num_codebooks))
+        self.tables = nn.ModuleDict()
+        if chained:
+            for k in range(1, num_codebooks):
+                for j in range(k):
+                    table = nn.Embedding(cardinality, cardinality)
+                    nn.init.zeros_(table.weight)
+                    self.tables[f'{k}_{j}'] = table
+
+    def nll(self, h: torch.Tensor, tuples: torch.Tensor) -> torch.Tensor:
+        """Mean NLL per codebook in nats [K] of `tuples` [N, K] given `h` [N, D]."""
+        losses = []
+        for k, linear in enumerate(self.linears):
+            logits = linear(h)
+            if self.chained:
+                for j in range(k):
+                    logits = logits + self.tables[f'{k}_{j}'](tuples[:, j])
+            losses.append(F.cross_entropy(logits, tuples[:, k]))
+        return torch.stack(losses)
+
+
+def fit_heads(h: torch.Tensor, tuples: torch.Tensor, cardinality: int, chained: bool, seed: int = 0,
+              lr: float = 1e-2, batch_size: int = 512, max_epochs: int = 200, patience: int = 5,
+              weight_decay: float = 0.) -> tp.Tuple[TupleHeads, int]:
+    """Fit heads on (h, tuples); early stopping on a held-out tenth of them (NLL, patience in epochs).
+
+    Args:
+        h (torch.Tensor): contexts [N, D] (frozen, no gradient).
+        tuples (torch.Tensor): integer tuples [N, K].
+        cardinality (int): codebook size.
+        chained (bool): chained heads, or independent ones.
+        seed (int): seed of the split, the initialization and the batch order.
+    Returns:
+        The heads at their best held-out NLL, and the number of epochs run.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(h), generator=generator)
+    stop = max(1, len(h) // 10)
+    h_stop, t_stop = h[order[:stop]], tuples[order[:stop]]
+    h_fit, t_fit = h[order[stop:]], tuples[order[stop:]]
+    torch.manual_seed(seed)
+    heads = TupleHeads(h.shape[1], tuples.shape[1], cardinality, chained)
+    optimizer = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=weight_decay)
+    best, best_state, since_best, epoch = math.inf, copy.deepcopy(heads.state_dict()), 0, 0
+    for epoch in range(1, max_epochs + 1):
+        for batch in torch.randperm(len(h_fit), generator=generator).split(batch_size):
+            loss = heads.nll(h_fit[batch], t_fit[batch]).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            held_out = float(heads.nll(h_stop, t_stop).sum())
+        if held_out < best - 1e-4:
+            best, best_state, since_best = held_out, copy.deepcopy(heads.state_dict()), 0
+        else:
+            since_best += 1
+            if since_best >= patience:
+                break
+    heads.load_state_dict(best_state)
+    return heads, epoch
+
+
+def factorization_cost(h_train: torch.Tensor, tuples_train: torch.Tensor, h_valid: torch.Tensor,
+                       tuples_valid: torch.Tensor, cardinality: int, seed: int = 0) -> tp.Dict[str, tp.Any]:
+    """Fit independent and chained heads on the train contexts; their NLL on the valid contexts.
+
+    Returns:
+        `nll_independent_bits`, `nll_chained_bits` (per frame, summed over codebooks), `cost_bits` (their difference),
+        the per-codebook values, and the epochs each fit ran.
+    """
+    result: tp.Dict[str, tp.Any] = {'train_tuples': len(h_train), 'valid_tuples': len(h_valid), 'seed': seed}
+    for name, chained in (('independent', False), ('chained', True)):
+        heads, epochs = fit_heads(h_train, tuples_train, cardinality, chained, seed=seed)
+        with torch.no_grad():
+            per_codebook = (heads.nll(h_valid, tuples_valid) / _LN2).tolist()
+        result[f'nll_{name}_bits'] = sum(per_codebook)
+        result[f'nll_{name}_bits_q'] = per_codebook
+        result[f'epochs_{name}'] = epochs
+    result['cost_bits'] = result['nll_independent_bits'] - result['nll_chained_bits']
+    return result
+
+
+def step_tuple_delays(lm: tp.Any) -> tp.List[int]:
+    """Delays of the tuple the LM samples in one step, or a clear error for patterns that sample fewer codebooks."""
+    from .solvers.musicgen_mmd import pattern_step_delays
+    delays = pattern_step_delays(lm.pattern_provider, lm.num_codebooks)
+    if not delays:
+        raise ValueError(f"{type(lm.pattern_provider).__name__} samples fewer than all {lm.num_codebooks} codebooks "
+                         "per step: there is no factorized tuple to measure (use a delay or parallel LM).")
+    return delays
+
+
+@torch.no_grad()
+def lm_contexts(lm: tp.Any, tokens: torch.Tensor, condition_tensors: tp.Any) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+    """Contexts h and the one-step tuples they predict, for the codes `tokens` [B, K, T] of a frozen LM.
+
+    Args:
+        lm: AudioCraft `LMModel` (eval mode).
+        tokens (torch.Tensor): codes [B, K, T].
+        condition_tensors: the LM's condition tensors for the batch (`lm.condition_provider(tokenized)`).
+    Returns:
+        h [N, D] (the transformer output feeding the LM's per-codebook linears) and tuples [N, K], one row per
+        complete tuple (q_1[t - d_1], ..., q_K[t - d_K]).
+    """
+    delays = step_tuple_delays(lm)
+    captured: tp.List[torch.Tensor] = []
+    handle = lm.linears[0].register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0]))
+    try:
+        output = lm.compute_predictions(tokens, [], condition_tensors)
+    finally:
+        handle.remove()
+    B, K, T = tokens.shape
+    h = captured[0]  # [B, S, D]
+    # the context that predicts each code, by the pattern's own reverting: [B, D, K, T]
+    pattern = lm.pattern_provider.get_pattern(T)
+    expanded = h.permute(0, 2, 1)[:, :, None, :].expand(B, h.shape[-1], K, h.shape[1]).contiguous()
+    per_code, _, _ = pattern.revert_pattern_logits(expanded, float('nan'))
+    latest = max(delays)
+    times = torch.arange(latest, T)
+    # a tuple counts where every entry has a valid prediction (the pattern's mask)
+    valid = torch.stack([output.mask[:, k, times - delays[k]] for k in range(K)]).all(dim=0)  # [B, N_t]
+    contexts = [per_code[:, :, k, times - delays[k]].permute(0, 2, 1)[valid] for k in range(K)]  # K x [N, D]
+    for other in contexts[1:]:  # every entry of a tuple is predicted from the same step's context
+        if not torch.allclose(other, contexts[0]):
+            raise RuntimeError("The LM's pattern does not predict its one-step tuple from one context.")
+    tuples = torch.stack([tokens[:, k, times - delays[k]] for k in range(K)], dim=-1)[valid]  # [N, K]
+    return contexts[0], tuples
+
+
+def collect(musicgen: tp.Any, manifest: str, segment_duration: float, clips: int, batch_size: int = 8,
+            seed: int = 0) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+    """Contexts and tuples of `clips` random segments of a manifest's music (descriptions from the sidecars).
+
+    Args:
+        musicgen: AudioCraft `MusicGen` (its `lm` and `compression_model`).
+        manifest (str): AudioCraft manifest folder or file (`egs/embedded_music/valid`).
+        segment_duration (float): seconds per segment (the LM's training segment).
+        clips (int): number of segments.
+    Returns:
+        h [N, D] and tuples [N, K], on CPU.
+    """
+    from audiocraft.data.music_dataset import MusicDataset
+    dataset = MusicDataset.from_meta(manifest, segment_duration=segment_duration,
+                                     sample_rate=musicgen.sample_rate, channels=musicgen.audio_channels,
+                                     num_samples=clips, return_info=True, shuffle=True, shuffle_seed=seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=dataset.collater)
+    lm, device = musicgen.lm, musicgen.device
+    h_all, tuples_all = [], []
+    for audio, infos in loader:
+        tokens, _ = musicgen.compression_model.encode(audio.to(device))
+        attributes = [info.to_condition_attributes() for info in infos]
+        condition_tensors = lm.condition_provider(lm.condition_provider.tokenize(attributes))
+        h, tuples = lm_contexts(lm, tokens, condition_tensors)
+        h_all.append(h.float().cpu())
+        tuples_all.append(tuples.cpu())
+    return torch.cat(h_all), torch.cat(tuples_all)
+
+
+def measure(model: str, clips: int = 256, valid_clips: tp.Optional[int] = None, seed: int = 0,
+            train_manifest: tp.Optional[str] = None, valid_manifest: tp.Optional[str] = None,
+            device: tp.Optional[str] = None) -> tp.Dict[str, tp.Any]:
+    """The factorization cost of an LM (export folder or LM XP) on its own datasets' train and valid splits.
+
+    Returns:
+        `factorization_cost`'s result, plus the model, the splits and the tuple's delays.
+    """
+    from audiocraft.models import MusicGen
+    from .env import REPO_ROOT
+    from .generate import resolve_model
+    folder = resolve_model(model)
+    provenance = json.loads((folder / 'export.json').read_text()) if (folder / 'export.json').exists() else {}
+    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    musicgen = MusicGen.get_pretrained(str(folder), device=device)
+    lm = musicgen.lm
+    delays = step_tuple_delays(lm)
+    segment = float(provenance.get('trained_segment_duration') or lm.cfg.dataset.segment_duration)
+    manifests = {}
+    for split, given in (('train', train_manifest), ('valid', valid_manifest)):
+        path = Path(given or lm.cfg.datasource[split])
+        manifests[split] = str(path if path.is_absolute() else REPO_ROOT / path)
+    h_train, tuples_train = collect(musicgen, manifests['train'], segment, clips, seed=seed)
+    h_valid, tuples_valid = collect(musicgen, manifests['valid'], segment, valid_clips or max(1, clips // 4),
+                                    seed=seed)
+    result = factorization_cost(h_train, tuples_train, h_valid, tuples_valid, lm.card, seed=seed)
+    result.update({'model': str(folder), 'lm_sig': provenance.get('lm_sig'), 'tokenizer': provenance.get('tokenizer'),
+                   'delays': delays, 'segment_duration': segment, **{f'{k}_manifest': v for k, v in manifests.items()}})
+    return result
+
+
+def main(argv: tp.Optional[tp.List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m audiocraft_mmd.factorization', description=__doc__.split('\n')[0])
+    parser.add_argument('model', help="LM export folder, or LM XP signature / folder")
+    parser.add_argument('--clips', type=int, default=256, help="train segments to fit the heads on (default 256)")
+    parser.add_argument('--valid_clips', type=int, default=None, help="valid segments (default: clips / 4)")
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--train', default=None, help="train manifest (default: the LM's datasource.train)")
+    parser.add_argument('--valid', default=None, help="valid manifest (default: the LM's datasource.valid)")
+    parser.add_argument('--device', default=None)
+    parser.add_argument('--out', type=Path, default=None, help="write the result as JSON here")
+    opts = parser.parse_args(argv)
+    result = measure(opts.model, clips=opts.clips, valid_clips=opts.valid_clips, seed=opts.seed,
+                     train_manifest=opts.train, valid_manifest=opts.valid, device=opts.device)
+    print("| LM | tokenizer | NLL independent (bits/frame) | NLL chained | cost (bits/frame) | tuples (train/valid) |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {result['lm_sig'] or result['model']} | {result['tokenizer']} | {result['nll_independent_bits']:.3f} | "
+          f"{result['nll_chained_bits']:.3f} | {result['cost_bits']:.3f} | {result['train_tuples']}/"
+          f"{result['valid_tuples']} |")
+    if opts.out is not None:
+        opts.out.parent.mkdir(parents=True, exist_ok=True)
+        opts.out.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
