@@ -29,3 +29,25 @@ class CompressionMMDExplorer(BaseExplorer):
                 tt.leaf("codes_mi_mean", ".3f"),
             ], align=">"),
         ]
+
+
+class LMExplorer(BaseExplorer):
+    """LM XPs (musicgen_mmd): NLL in bits per frame, per-codebook cross-entropy, the tokens' dependence on the
+    pattern's one-step tuple."""
+
+    def get_grid_metrics(self):
+        return [
+            tt.group("train", [
+                tt.leaf("epoch"),
+                tt.leaf("nll_bits_per_frame", ".3f"),
+            ], align=">"),
+            tt.group("valid", [
+                tt.leaf("nll_bits_per_frame", ".3f"),
+                tt.leaf("ce_q1", ".3f"),
+                tt.leaf("ce_q2", ".3f"),
+                tt.leaf("ce_q3", ".3f"),
+                tt.leaf("ce_q4", ".3f"),
+                tt.leaf("codes_tc_excess", ".3f"),
+                tt.leaf("codes_util_min", ".2f"),
+            ], align=">"),
+        ]

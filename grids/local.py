@@ -39,6 +39,35 @@ def grid_xps(name: str) -> tp.List[tp.Any]:
 
 STOPPED = -1000  # return code of an XP stopped at the deadline
 NOT_RUN = -1001  # return code of an XP not started before the deadline
+DEPENDENCY_FAILED = -1002  # return code of an XP whose tokenizer XP (same grid) did not finish
+TOKENIZER_KEY = 'compression_model_checkpoint='
+
+
+def run_with_dependencies(xps: tp.Sequence[tp.Any], run_one: tp.Callable[[tp.Any], int], jobs: int) -> tp.List[int]:
+    """Run XPs `jobs` at a time; an XP whose `compression_model_checkpoint` is the signature of an earlier XP of the
+    list (an LM on a tokenizer the grid trains) waits for it, and is not run if it failed or stopped.
+
+    Returns:
+        One return code per XP (DEPENDENCY_FAILED for the XPs not run because of their tokenizer).
+    """
+    from concurrent.futures import Future
+    done: tp.Dict[str, Future] = {}
+
+    def run(xp: tp.Any) -> int:
+        for arg in xp.argv:
+            tokenizer = arg[len(TOKENIZER_KEY):].strip('"\'') if arg.startswith(TOKENIZER_KEY) else None
+            if tokenizer in done:
+                # listed earlier, so submitted earlier: it is running or done (the pool is first in, first out)
+                if done[tokenizer].result() != 0:
+                    return DEPENDENCY_FAILED
+        return run_one(xp)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = []
+        for xp in xps:
+            futures.append(pool.submit(run, xp))
+            done[xp.sig] = futures[-1]
+        return [future.result() for future in futures]
 
 
 def run_sig(argv: tp.Sequence[str], extra: tp.Sequence[str]) -> str:
@@ -115,8 +144,7 @@ def main(args: tp.Optional[tp.List[str]] = None) -> int:
     if opts.dry_run:
         return 0
     deadline = None if opts.deadline is None else time.monotonic() + opts.deadline
-    with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
-        codes = list(pool.map(lambda xp: _run(xp.argv, opts.overrides, deadline), xps))
+    codes = run_with_dependencies(xps, lambda xp: _run(xp.argv, opts.overrides, deadline), opts.jobs)
     # the signatures the XPs ran under: the extra overrides change them unless Dora excludes their keys
     sigs = [run_sig(xp.argv, opts.overrides) for xp in xps]
     stopped = [sig for sig, code in zip(sigs, codes) if code == STOPPED]
@@ -128,7 +156,10 @@ def main(args: tp.Optional[tp.List[str]] = None) -> int:
         codes = [eval_codes[sig] if code == STOPPED else code for sig, code in zip(sigs, codes)]
     if not_run:
         print(f"not started before the deadline: {' '.join(not_run)}", file=sys.stderr)
-    failed = [sig for sig, code in zip(sigs, codes) if code not in (0, NOT_RUN)]
+    skipped = [sig for sig, code in zip(sigs, codes) if code == DEPENDENCY_FAILED]
+    if skipped:
+        print(f"not run, their tokenizer XP did not finish: {' '.join(skipped)}", file=sys.stderr)
+    failed = [sig for sig, code in zip(sigs, codes) if code not in (0, NOT_RUN, DEPENDENCY_FAILED)]
     if failed:
         print(f"{len(failed)} XP(s) failed: {' '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

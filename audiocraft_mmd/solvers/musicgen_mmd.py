@@ -228,6 +228,19 @@ def missing_offline_weights(cfg: omegaconf.DictConfig) -> tp.List[str]:
     return problems
 
 
+def plateaued(history: tp.List[dict], patience: int, min_delta: float, key: str = 'nll_bits_per_frame') -> bool:
+    """True when the valid `key` has not improved by `min_delta` for the last `patience` epochs (0: never).
+
+    Args:
+        history: the solver's history (one dict of stage metrics per epoch).
+    """
+    values = [epoch['valid'][key] for epoch in history if key in epoch.get('valid', {})]
+    if patience <= 0 or len(values) <= patience:
+        return False
+    best_before = min(values[:-patience])
+    return min(values[-patience:]) > best_before - min_delta
+
+
 def _in_hf_cache(repo_id: str, filename: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
     found = try_to_load_from_cache(repo_id=repo_id, filename=filename)
@@ -300,6 +313,10 @@ class MusicGenMMDSolver(DependenceStages, MusicGenSolver):
         # ce is the mean over the K codebooks of each codebook's mean NLL per frame (nats)
         metrics['nll_bits_per_frame'] = metrics['ce'] * (self.model.num_codebooks / math.log(2))
         return metrics
+
+    def should_stop_training(self) -> bool:
+        return super().should_stop_training() or plateaued(self.history, self.cfg.musicgen_mmd.early_stop.patience,
+                                                           self.cfg.musicgen_mmd.early_stop.min_delta)
 
     def get_formatter(self, stage_name: str):
         formatter = super().get_formatter(stage_name)

@@ -10,7 +10,7 @@ from grids.local import grid_xps
 GRID_NAMES = sorted(m.name for m in pkgutil.iter_modules(grids.__path__) if not m.name.startswith('_')
                     and m.name != 'local')
 EXPECTED = {'mmd_sweep': 18, 'delay_ablation': 15, 'kernel_ablation': 15, 'estimator_ablation': 18,
-            'schedule_ablation': 6, 'reproduction': 21, 'long_training': 9}
+            'schedule_ablation': 6, 'reproduction': 21, 'long_training': 9, 'factorization_gap': 18}
 
 
 def test_every_grid_is_listed():
@@ -25,7 +25,7 @@ def test_grid_builds_distinct_xps_at_small_scale(name, monkeypatch):
     assert len(xps) == EXPECTED[name]
     assert len({xp.sig for xp in xps}) == len(xps), "two XPs of the grid share a signature"
     for xp in xps:
-        assert xp.cfg.solver == 'compression_mmd' and xp.cfg.sample_rate == 16000
+        assert xp.cfg.solver in ('compression_mmd', 'musicgen_mmd') and xp.cfg.sample_rate == 16000
         assert xp.cfg.seed in (2024, 2025, 2026)
 
 
@@ -68,3 +68,25 @@ def test_kernel_ablation_runs_every_kernel_with_options_the_estimator_supports(s
         if mmd.kernel in ('multiscale_gaussian', 'gaussian'):  # the base setup itself
             assert (mmd.estimator, mmd.bandwidth) == base
     assert kernels == {'multiscale_gaussian', 'gaussian', 'inverse_quadratic', 'linear', 'quadratic'}
+
+
+def test_factorization_gap_trains_lms_on_the_reproduction_tokenizers(monkeypatch):
+    monkeypatch.setenv('AUDIOCRAFT_MMD_GRID_SCALE', 'small')
+    monkeypatch.setenv('AUDIOCRAFT_MMD_TOKENIZERS', '0123abcd')
+    xps = grid_xps('factorization_gap')
+    tokenizers = [xp for xp in xps if xp.cfg.solver == 'compression_mmd']
+    lms = [xp for xp in xps if xp.cfg.solver == 'musicgen_mmd']
+    assert {xp.sig for xp in tokenizers} <= {xp.sig for xp in grid_xps('reproduction')}  # trained once, reused
+    assert len(tokenizers) == 6 and len(lms) == 3 * 3 * 2
+    index = {xp.sig: i for i, xp in enumerate(xps)}
+    for lm in lms:
+        reference = str(lm.cfg.compression_model_checkpoint)
+        assert reference == '0123abcd' or index[reference] < index[lm.sig]  # listed before its LMs
+        assert lm.cfg.musicgen_mmd.early_stop.patience > 0
+    assert {str(lm.cfg.codebooks_pattern.modeling) for lm in lms} == {'delay', 'unroll'}
+    monkeypatch.delenv('AUDIOCRAFT_MMD_GRID_SCALE')
+    monkeypatch.delenv('AUDIOCRAFT_MMD_TOKENIZERS')
+    cluster = grid_xps('factorization_gap')
+    lm = next(xp for xp in cluster if xp.cfg.solver == 'musicgen_mmd')
+    tokenizer = next(xp for xp in cluster if xp.sig == str(lm.cfg.compression_model_checkpoint))
+    assert (tokenizer.cfg.rvq.bins, tokenizer.cfg.sample_rate) == (lm.cfg.transformer_lm.card, lm.cfg.sample_rate)

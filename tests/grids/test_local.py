@@ -66,3 +66,29 @@ def test_a_failing_stop_condition_does_not_leave_the_xp_running(xp_folder):
     with pytest.raises(OSError, match='cannot tell'):
         local._run(['1000'], [], stop_when=broken, poll_s=0.05)
     assert (xp_folder / 'interrupted').exists()
+
+
+def test_lms_wait_for_the_tokenizer_xp_of_their_grid():
+    import threading
+    import types
+    from grids.local import DEPENDENCY_FAILED, run_with_dependencies
+    tok_ok = types.SimpleNamespace(sig='aaaaaaaa', argv=['solver=compression/x', 'seed=1'])
+    tok_bad = types.SimpleNamespace(sig='bbbbbbbb', argv=['solver=compression/x', 'seed=2'])
+    lm_ok = types.SimpleNamespace(sig='cccccccc', argv=['solver=musicgen/y', 'compression_model_checkpoint="aaaaaaaa"'])
+    lm_bad = types.SimpleNamespace(sig='dddddddd', argv=['solver=musicgen/y', 'compression_model_checkpoint=bbbbbbbb'])
+    other = types.SimpleNamespace(sig='eeeeeeee', argv=['solver=musicgen/y', 'compression_model_checkpoint=elsewhere'])
+    finished, started = [], {}
+    release = threading.Event()
+
+    def run_one(xp):
+        started[xp.sig] = list(finished)
+        if xp is tok_ok:
+            release.wait(timeout=10)  # the tokenizer is slow: its LM, free to start on the second worker, must wait
+        finished.append(xp.sig)
+        return 1 if xp is tok_bad else 0
+
+    threading.Timer(0.3, release.set).start()
+    codes = run_with_dependencies([tok_ok, tok_bad, lm_ok, lm_bad, other], run_one, jobs=2)
+    assert codes == [0, 1, 0, DEPENDENCY_FAILED, 0]
+    assert 'aaaaaaaa' in started['cccccccc']  # started only after its tokenizer finished
+    assert 'dddddddd' not in started  # never run: its tokenizer failed

@@ -142,3 +142,13 @@ def test_measure_pattern_of_an_unroll_lm_is_the_delay_tuple(tokenizer_folder, em
     cfg.musicgen_mmd.measure_pattern = 'unroll'
     with pytest.raises(ValueError, match="measure_pattern='unroll' is unknown"):
         MusicGenMMDSolver(cfg)
+
+
+def test_early_stop_on_a_valid_plateau():
+    from audiocraft_mmd.solvers.musicgen_mmd import plateaued
+    history = [{'valid': {'nll_bits_per_frame': v}} for v in (10., 9., 8.995, 8.999, 9.2)]
+    assert not plateaued(history, patience=0, min_delta=0.01)
+    assert plateaued(history, patience=3, min_delta=0.01)  # 9.0 then nothing 0.01 better for 3 epochs
+    assert not plateaued(history, patience=3, min_delta=0.001)  # 8.995 improved on 9.0 by more than 0.001
+    assert not plateaued(history[:3], patience=3, min_delta=0.01)  # too short to tell
+    assert plateaued(history + [{'train': {}}], patience=3, min_delta=0.01)  # epochs without valid are skipped
