@@ -15,7 +15,8 @@ factorization (0 if the tuple's entries are independent given h). It is an estim
 dependence the chained head cannot represent (three-way, or a pairwise one that changes with h) is not counted.
 Known answers (tests/test_factorization.py): independent tuples give about 0, a copied codebook its entropy.
 
-    python -m audiocraft_mmd.factorization LM_SIG_OR_EXPORT_FOLDER [--clips 256] [--out result.json]
+    python -m audiocraft_mmd.factorization LM_EXPORT_FOLDER [--clips 256] [--out result.json]
+    python -m audiocraft_mmd.factorization LM_SIG... | GRID [--small]   # writes <XP folder>/factorization.json
 """
 import argparse
 import copy
@@ -228,27 +229,68 @@ def measure(model: str, clips: int = 256, valid_clips: tp.Optional[int] = None, 
     return result
 
 
+ROW_HEADER = ("| LM | tokenizer | NLL independent (bits/frame) | NLL chained | cost (bits/frame) | tuples (train/valid) |\n"
+              "|---|---|---|---|---|---|")
+
+
+def _row(result: tp.Dict[str, tp.Any]) -> str:
+    return (f"| {result['lm_sig'] or result['model']} | {result['tokenizer']} | {result['nll_independent_bits']:.3f} | "
+            f"{result['nll_chained_bits']:.3f} | {result['cost_bits']:.3f} | {result['train_tuples']}/"
+            f"{result['valid_tuples']} |")
+
+
+def measure_xps(targets: tp.Sequence[str], small: bool = False, force: bool = False,
+                **kwargs: tp.Any) -> tp.List[tp.Dict[str, tp.Any]]:
+    """Run the diagnostic on the trained delay/parallel LMs of a grid or of XP signatures, writing each result to
+    `<XP folder>/factorization.json` (what `audiocraft_mmd.report` shows); XPs measured before are read back unless
+    `force`. Other XPs (tokenizers, unroll LMs, LMs without a checkpoint yet) are skipped."""
+    from .report import LM_SOLVERS, resolve_targets
+    from .solvers.musicgen_mmd import pattern_step_delays
+    from audiocraft.models.builders import get_codebooks_pattern_provider
+    results = []
+    for xp in resolve_targets(targets, small=small):
+        cfg = xp.cfg
+        if cfg.solver not in LM_SOLVERS or not (xp.folder / 'checkpoint.th').exists():
+            continue
+        if not pattern_step_delays(get_codebooks_pattern_provider(cfg.transformer_lm.n_q, cfg.codebooks_pattern),
+                                   cfg.transformer_lm.n_q):
+            continue
+        out = xp.folder / 'factorization.json'
+        if out.exists() and not force:
+            results.append(json.loads(out.read_text()))
+            continue
+        result = measure(xp.sig, seed=int(cfg.seed), **kwargs)
+        out.write_text(json.dumps(result, indent=1))
+        results.append(result)
+    return results
+
+
 def main(argv: tp.Optional[tp.List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m audiocraft_mmd.factorization', description=__doc__.split('\n')[0])
-    parser.add_argument('model', help="LM export folder, or LM XP signature / folder")
+    parser.add_argument('targets', nargs='+', help="an LM export folder, LM XP signatures, or a grid name "
+                        "(e.g. factorization_gap: every trained delay LM of it)")
+    parser.add_argument('--small', action='store_true', help="a grid's small scale (AUDIOCRAFT_MMD_GRID_SCALE)")
+    parser.add_argument('--force', action='store_true', help="measure XPs again even if factorization.json exists")
     parser.add_argument('--clips', type=int, default=256, help="train segments to fit the heads on (default 256)")
     parser.add_argument('--valid_clips', type=int, default=None, help="valid segments (default: clips / 4)")
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seed', type=int, default=0, help="for an export folder (XPs use their own seed)")
     parser.add_argument('--train', default=None, help="train manifest (default: the LM's datasource.train)")
     parser.add_argument('--valid', default=None, help="valid manifest (default: the LM's datasource.valid)")
     parser.add_argument('--device', default=None)
-    parser.add_argument('--out', type=Path, default=None, help="write the result as JSON here")
+    parser.add_argument('--out', type=Path, default=None, help="a folder target: write the result as JSON here")
     opts = parser.parse_args(argv)
-    result = measure(opts.model, clips=opts.clips, valid_clips=opts.valid_clips, seed=opts.seed,
-                     train_manifest=opts.train, valid_manifest=opts.valid, device=opts.device)
-    print("| LM | tokenizer | NLL independent (bits/frame) | NLL chained | cost (bits/frame) | tuples (train/valid) |")
-    print("|---|---|---|---|---|---|")
-    print(f"| {result['lm_sig'] or result['model']} | {result['tokenizer']} | {result['nll_independent_bits']:.3f} | "
-          f"{result['nll_chained_bits']:.3f} | {result['cost_bits']:.3f} | {result['train_tuples']}/"
-          f"{result['valid_tuples']} |")
-    if opts.out is not None:
-        opts.out.parent.mkdir(parents=True, exist_ok=True)
-        opts.out.write_text(json.dumps(result, indent=1))
+    options = dict(clips=opts.clips, valid_clips=opts.valid_clips, train_manifest=opts.train,
+                   valid_manifest=opts.valid, device=opts.device)
+    if len(opts.targets) == 1 and ('/' in opts.targets[0] or Path(opts.targets[0]).exists()):
+        results = [measure(opts.targets[0], seed=opts.seed, **options)]  # an export folder (or an XP folder)
+        if opts.out is not None:
+            opts.out.parent.mkdir(parents=True, exist_ok=True)
+            opts.out.write_text(json.dumps(results[0], indent=1))
+    else:
+        results = measure_xps(opts.targets, small=opts.small, force=opts.force, **options)
+    print(ROW_HEADER)
+    for result in results:
+        print(_row(result))
     return 0
 
 

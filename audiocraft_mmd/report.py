@@ -36,6 +36,9 @@ def lm_columns(num_codebooks: int) -> tp.List[tp.Tuple[str, str, str, str]]:
     """Columns of the LM table: NLL per frame (comparable across patterns), per-codebook CE, the tokens' dependence
     on the LM's one-step tuple, codebook use, and the generate stage's real-time factor."""
     return ([('valid', 'nll_bits_per_frame', 'NLL bits/frame (valid)', '.3f'),
+             ('best', 'nll_bits_per_frame', 'best valid NLL', '.3f'),
+             ('best', 'updates', 'updates to best', '.0f'),
+             ('factorization', 'cost_bits', 'factorization cost (bits/frame)', '.3f'),
              ('evaluate', 'nll_bits_per_frame', 'NLL bits/frame (evaluate)', '.3f')] +
             [('evaluate', f'ce_q{k}', f'CE q{k} (nats)', '.3f') for k in range(1, num_codebooks + 1)] +
             [('evaluate', 'codes_tc_excess', 'TC - shuffled (LM tuple)', '.3f'),
@@ -85,14 +88,46 @@ def collect(xps: tp.Sequence[tp.Any], columns: tp.Optional[tp.List[tp.Tuple[str,
         history_trained = [epoch for epoch in history if 'train' in epoch]
         row: tp.Dict[str, tp.Any] = {'sig': xp.sig, 'argv': list(xp.argv), 'epochs': len(history_trained),
                                      'cfg': xp.cfg, 'history': history}
+        derived = _derived(xp, history) if xp.cfg.solver in LM_SOLVERS else {}
         for stage, key, _, _ in columns:
-            value = _last_with(history, stage).get(key)
+            value = derived.get(stage, {}).get(key) if stage in derived else _last_with(history, stage).get(key)
             row[f'{stage}/{key}'] = -value if value is not None and key in NEGATED else value
         # Pairwise MI, keys codes_mi_{i}{j} with 1-based codebooks i < j.
         row['mi'] = {(int(k[-2]), int(k[-1])): v for k, v in _last_with(history, 'evaluate').items()
                      if k.startswith('codes_mi_') and k[len('codes_mi_'):].isdigit()}
-        groups.setdefault(_setting(xp.argv), []).append(row)
+        groups.setdefault(_lm_setting(xp.argv) if xp.cfg.solver in LM_SOLVERS else _setting(xp.argv), []).append(row)
     return groups
+
+
+def _derived(xp: tp.Any, history: tp.List[dict]) -> tp.Dict[str, tp.Dict[str, float]]:
+    """What an LM's table needs beyond the last logged values: the best valid NLL and the updates it took (the
+    plateau, with early stopping), and the factorization diagnostic's result if it ran (`factorization.json`)."""
+    import json
+    valid = [(i, epoch['valid']['nll_bits_per_frame']) for i, epoch in enumerate(history, 1)
+             if 'nll_bits_per_frame' in epoch.get('valid', {})]
+    derived: tp.Dict[str, tp.Dict[str, float]] = {'best': {}, 'factorization': {}}
+    if valid:
+        epoch, best = min(valid, key=lambda item: item[1])
+        derived['best'] = {'nll_bits_per_frame': best, 'updates': epoch * xp.cfg.optim.updates_per_epoch}
+    diagnostic = Path(xp.folder) / 'factorization.json'
+    if diagnostic.exists():
+        derived['factorization'] = json.loads(diagnostic.read_text())
+    return derived
+
+
+def _lm_setting(argv: tp.Sequence[str]) -> str:
+    """An LM's setting, its tokenizer named by the tokenizer XP's own setting (seeds differ per tokenizer XP)."""
+    from .train import get_xp_from_sig
+    parts = []
+    for arg in argv:
+        if arg.startswith('compression_model_checkpoint='):
+            reference = arg.split('=', 1)[1].strip('"\'')
+            try:
+                arg = f'tokenizer[{_setting(get_xp_from_sig(reference).argv)}]'
+            except Exception:  # an export folder, a path, or an XP not in this Dora folder: named as given
+                arg = f'tokenizer[{reference}]'
+        parts.append(arg)
+    return _setting(parts)
 
 
 def markdown_table(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], per_xp: bool = False,
@@ -187,6 +222,18 @@ def plot(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], out: Path) -> tp.L
     return written
 
 
+def resolve_targets(targets: tp.Sequence[str], small: bool = False) -> tp.List[tp.Any]:
+    """The XPs of a grid name (module under grids/, at small scale with `small`) or of XP signatures."""
+    if small:
+        os.environ['AUDIOCRAFT_MMD_GRID_SCALE'] = 'small'
+    from .train import get_xp_from_sig
+    if len(targets) == 1 and not all(c in '0123456789abcdef' for c in targets[0]):
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from grids.local import grid_xps
+        return grid_xps(targets[0])
+    return [get_xp_from_sig(sig) for sig in targets]
+
+
 def main(argv: tp.Optional[tp.List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m audiocraft_mmd.report', description=__doc__.split('\n')[0])
     parser.add_argument('targets', nargs='+', help="a grid name (module under grids/) or XP signatures")
@@ -196,15 +243,7 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
     parser.add_argument('--per-epoch', metavar='STAGE/KEY', action='append', default=[],
                         help="also print this logged metric per XP and epoch, e.g. valid/codes_util_min")
     opts = parser.parse_args(argv)
-    if opts.small:
-        os.environ['AUDIOCRAFT_MMD_GRID_SCALE'] = 'small'
-    from .train import get_xp_from_sig
-    if len(opts.targets) == 1 and not all(c in '0123456789abcdef' for c in opts.targets[0]):
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-        from grids.local import grid_xps
-        xps = grid_xps(opts.targets[0])
-    else:
-        xps = [get_xp_from_sig(sig) for sig in opts.targets]
+    xps = resolve_targets(opts.targets, small=opts.small)
     lms = [xp for xp in xps if xp.cfg.solver in LM_SOLVERS]
     tokenizers = [xp for xp in xps if xp.cfg.solver not in LM_SOLVERS]
     groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]] = OrderedDict()

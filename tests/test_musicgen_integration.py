@@ -232,13 +232,22 @@ def test_demo_pipeline_runs_to_clips_and_a_report(tmp_path, embedded_music):
                                                               'export.json'}
 
 
-def test_factorization_diagnostic_on_a_trained_lm(lm_folder, tmp_path, in_dora_dir, one_thread):
-    from audiocraft_mmd import factorization
+def test_factorization_diagnostic_on_a_trained_lm(lm_folder, tmp_path, in_dora_dir, one_thread, capsys):
+    from audiocraft_mmd import factorization, report
     out = tmp_path / 'cost.json'
-    assert factorization.main([lm_folder.name, '--clips', '8', '--valid_clips', '4', '--out', str(out)]) == 0
+    assert factorization.main([str(lm_folder), '--clips', '8', '--valid_clips', '4', '--out',
+                               str(out)]) == 0
     result = json.loads(out.read_text())
     assert result['delays'] == [0, 1, 2, 3] and result['lm_sig'] == lm_folder.name
     # 8 clips of 1 s at 50 Hz: 47 complete delay tuples each
     assert result['train_tuples'] == 8 * 47 and result['valid_tuples'] == 4 * 47
     assert result['cost_bits'] == pytest.approx(result['nll_independent_bits'] - result['nll_chained_bits'])
     assert all(math.isfinite(v) for v in result['nll_independent_bits_q'] + result['nll_chained_bits_q'])
+    # by signature: the result lands in the XP folder, where the report reads it
+    (lm_folder / 'factorization.json').unlink(missing_ok=True)
+    assert factorization.main([lm_folder.name, '--clips', '8', '--valid_clips', '4']) == 0
+    saved = json.loads((lm_folder / 'factorization.json').read_text())
+    capsys.readouterr()
+    assert report.main([lm_folder.name]) == 0
+    table = capsys.readouterr().out
+    assert 'factorization cost (bits/frame)' in table and f"{saved['cost_bits']:.3f}" in table
