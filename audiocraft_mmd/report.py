@@ -201,6 +201,9 @@ def plot(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], out: Path) -> tp.L
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
+    path = _plot_cost_against_dependence(groups, out, plt)
+    if path is not None:
+        written.append(path)
     for rows in groups.values():
         row = rows[0]
         if not row['mi']:
@@ -220,6 +223,39 @@ def plot(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], out: Path) -> tp.L
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _plot_cost_against_dependence(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], out: Path,
+                                  plt: tp.Any) -> tp.Optional[Path]:
+    """Scatter of each delay LM's factorization cost against its tokenizer XP's delay-aligned TC - shuffled
+    (evaluate), one colour per setting; None when no LM has both."""
+    from .train import get_xp_from_sig, main
+    points: tp.Dict[str, tp.List[tp.Tuple[float, float]]] = OrderedDict()
+    for setting, rows in groups.items():
+        for r in rows:
+            cost = r.get('factorization/cost_bits')
+            if cost is None or 'compression_model_checkpoint' not in r['cfg']:
+                continue
+            try:
+                tokenizer = get_xp_from_sig(str(r['cfg'].compression_model_checkpoint))
+            except Exception:  # a tokenizer given as a folder or trained elsewhere: no history here
+                continue
+            tc = _last_with(main.get_xp_history(tokenizer), 'evaluate').get('codes_tc_excess')
+            if tc is not None:
+                points.setdefault(setting, []).append((tc, cost))
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for setting, values in points.items():
+        ax.scatter([x for x, _ in values], [y for _, y in values], label=setting[:60])
+    ax.set_xlabel("tokenizer: delay-aligned TC - shuffled (bits, evaluate)")
+    ax.set_ylabel("LM: factorization cost (bits/frame, valid)")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    path = out / 'cost_vs_tc.png'
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def resolve_targets(targets: tp.Sequence[str], small: bool = False) -> tp.List[tp.Any]:

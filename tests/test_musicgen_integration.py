@@ -251,3 +251,13 @@ def test_factorization_diagnostic_on_a_trained_lm(lm_folder, tmp_path, in_dora_d
     assert report.main([lm_folder.name]) == 0
     table = capsys.readouterr().out
     assert 'factorization cost (bits/frame)' in table and f"{saved['cost_bits']:.3f}" in table
+
+
+def test_report_plots_the_cost_against_the_tokenizers_dependence(lm_folder, tmp_path, in_dora_dir):
+    from audiocraft_mmd import report
+    (lm_folder / 'factorization.json').write_text(json.dumps({'cost_bits': 0.25}))  # as the diagnostic writes it
+    groups = report.collect([report.resolve_targets([lm_folder.name])[0]],
+                            report.lm_columns(4))
+    assert next(iter(groups)).startswith('tokenizer[')  # named by the tokenizer XP's setting, not its signature
+    paths = report.plot(groups, tmp_path)
+    assert tmp_path / 'cost_vs_tc.png' in paths and (tmp_path / 'cost_vs_tc.png').stat().st_size > 1000
