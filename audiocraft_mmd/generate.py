@@ -59,6 +59,40 @@ def _slug(text: str, length: int = 40) -> str:
     return re.sub(r'[^a-z0-9]+', '_', text.lower()).strip('_')[:length] or 'clip'
 
 
+def sample(musicgen: tp.Any, descriptions: tp.Sequence[str], duration: float, seed: int = 0,
+           top_k: tp.Optional[int] = None, top_p: float = 0., temperature: float = 1., cfg_coef: float = 3.,
+           progress: bool = True) -> tp.Tuple[tp.Any, tp.Dict[str, tp.Any], float]:
+    """Sample one clip per description from a loaded `MusicGen` (what `generate` does between loading and writing).
+
+    Returns:
+        The audio [B, C, T], the generation settings, and the wall seconds the generation took.
+    """
+    import torch
+    card = musicgen.lm.card
+    if top_k is None:
+        top_k = min(250, card)
+    elif top_k > card:
+        raise ValueError(f"--top_k {top_k} is above the codebook size {card}: use at most {card}.")
+    settings = dict(duration=duration, top_k=top_k, top_p=top_p, temperature=temperature, cfg_coef=cfg_coef)
+    musicgen.set_generation_params(use_sampling=True, **settings)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(unit='step', desc='generating')
+
+        def on_step(generated: int, total: int) -> None:
+            bar.total = total
+            bar.update(generated - bar.n)
+    musicgen.set_custom_progress_callback(on_step if progress else None)
+    torch.manual_seed(seed)
+    start = time.time()
+    wavs = musicgen.generate(list(descriptions), progress=progress)
+    elapsed = time.time() - start
+    if bar is not None:
+        bar.close()
+    return wavs, settings, elapsed
+
+
 def generate(model: str, descriptions: tp.Sequence[str], duration: float, out_dir: tp.Union[str, Path],
              seed: int = 0, top_k: tp.Optional[int] = None, top_p: float = 0., temperature: float = 1.,
              cfg_coef: float = 3., extend: bool = False, device: tp.Optional[str] = None,
@@ -102,28 +136,8 @@ def generate(model: str, descriptions: tp.Sequence[str], duration: float, out_di
     if trained is not None and duration > trained:
         print(f"note: the LM trained on {trained:g} s segments; {duration:g} s goes beyond any context it has seen.",
               file=sys.stderr)
-    card = musicgen.lm.card
-    if top_k is None:
-        top_k = min(250, card)
-    elif top_k > card:
-        raise ValueError(f"--top_k {top_k} is above the codebook size {card}: use at most {card}.")
-    settings = dict(duration=duration, top_k=top_k, top_p=top_p, temperature=temperature, cfg_coef=cfg_coef)
-    musicgen.set_generation_params(use_sampling=True, **settings)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(unit='step', desc='generating')
-
-        def on_step(generated: int, total: int) -> None:
-            bar.total = total
-            bar.update(generated - bar.n)
-        musicgen.set_custom_progress_callback(on_step)
-    torch.manual_seed(seed)
-    start = time.time()
-    wavs = musicgen.generate(descriptions, progress=progress)
-    elapsed = time.time() - start
-    if bar is not None:
-        bar.close()
+    wavs, settings, elapsed = sample(musicgen, descriptions, duration, seed=seed, top_k=top_k, top_p=top_p,
+                                     temperature=temperature, cfg_coef=cfg_coef, progress=progress)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
