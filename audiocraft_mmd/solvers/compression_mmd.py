@@ -8,6 +8,13 @@ is attached from the outside with forward hooks, so AudioCraft's `CompressionSol
   samples in one step (delays of the decoding pattern) and adds `weight * value` to `QuantizedResult.penalty`,
   which AudioCraft back-propagates OUTSIDE its loss balancer (the balancer differentiates w.r.t. output audio,
   which a latent term cannot go through).
+
+Hot path: a step computes only what it needs. The term is computed with its gradient on every step it is
+back-propagated (effective weight > 0); otherwise (weight 0, warm-up gate shut, guard paused) only every
+`mmd.log_every`-th training step, for the logs. The usage histogram is kept only while the warm-up gate needs it,
+the batch histogram only when the guard or a logged step needs it. A back-propagated term is checked for
+non-finite values (one host sync and, with several workers, one all-reduce of a flag, so that every worker
+skips the same terms) and skipped when it is not finite; `mmd.max_nonfinite` consecutive skips stop the run.
 """
 from collections import deque
 import dataclasses
@@ -100,6 +107,10 @@ def _expire_codes_and_reset_stats(codebook: torch.nn.Module, batch_samples: torc
     flashy.distrib.broadcast_tensors(codebook.buffers())
 
 
+class NonFiniteTermError(FloatingPointError):
+    """The independence term was not finite for `mmd.max_nonfinite` consecutive back-propagated steps."""
+
+
 def _perplexity(counts: torch.Tensor) -> torch.Tensor:
     """Perplexity (2 ** entropy in bits, as exp of nats) of a histogram of code counts."""
     probs = counts.clamp(min=0) / counts.clamp(min=0).sum().clamp(min=1e-12)
@@ -122,6 +133,12 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
         # The guard's measure, a bias-corrected running mean of `batch_usage` (not checkpointed: refills at once).
         self._average_batch_usage = flashy.averager(cfg.mmd.warmup.usage_decay)
         self._recent_batch_usage = 1.
+        # Consecutive back-propagated terms that were not finite (all workers agree; not checkpointed), and the
+        # position in the epoch of the training step, which decides the steps `mmd.log_every` measures.
+        self._nonfinite_run = 0
+        self._log_epoch: tp.Optional[int] = None
+        self._log_index = 0
+        self._nonfinite_workers = 0  # workers whose last back-propagated term was not finite
         super().__init__(cfg)
         self.register_stateful('mmd_state')
 
@@ -142,6 +159,11 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
         if not 0 <= mmd.warmup.guard < 1:
             raise ValueError(f"mmd.warmup.guard={mmd.warmup.guard} is a usage (perplexity / bins) in [0, 1), "
                              "e.g. 0.1; 0 turns the guard off.")
+        if int(mmd.log_every) < 1:
+            raise ValueError(f"mmd.log_every={mmd.log_every} must be >= 1 (1 = measure the term on every step).")
+        if int(mmd.max_nonfinite) < 0:
+            raise ValueError(f"mmd.max_nonfinite={mmd.max_nonfinite} must be >= 0 (0 = never stop on "
+                             "non-finite terms, only skip and log them).")
         if mmd.schedule == 'paper' and mmd.paper_every < 1:
             raise ValueError(f"mmd.paper_every={mmd.paper_every} must be >= 1.")
         if CompressionMMDSolver._uses_python_visqol(cfg):
@@ -219,40 +241,126 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
         self._stage_outputs.append(output[0])
 
     def _after_quantizer(self, module, inputs, qres: QuantizedResult) -> QuantizedResult:
-        training = self.model.training
-        if not training and self._collect_codes:
-            self.dependence.update(qres.codes)
+        if not self.model.training:
+            # Valid / evaluate: the term on every batch, never back-propagated.
+            if self._collect_codes:
+                self.dependence.update(qres.codes)
+            value = self._term(self._take_streams(), with_grad=False)
+            metrics = dict(qres.metrics)
+            metrics['mmd'] = value.detach()
+            metrics['mmd_nonfinite'] = (~torch.isfinite(value.detach())).float()
+            return dataclasses.replace(qres, metrics=metrics)
+        return self._train_quantizer(qres)
+
+    def _train_quantizer(self, qres: QuantizedResult) -> QuantizedResult:
+        cfg = self.mmd_cfg
+        state = self.mmd_state
+        state['step'] += 1
+        periodic = self._periodic_step()
+        # The usage histograms, only while the warm-up gate or the guard reads them (or for the logged ppl_q{k}).
         batch_counts = None
-        if training:
-            self.mmd_state['step'] += 1
+        if cfg.weight > 0 and cfg.warmup.min_usage > 0 and state['usage_reached_at'] is None:
             batch_counts = self._batch_code_counts(qres.codes)
             self._code_counts[:len(batch_counts)] += batch_counts
-            if self.mmd_cfg.warmup.guard > 0:
-                self._recent_batch_usage = self._average_batch_usage({'usage': self.batch_usage(batch_counts)})['usage']
-        weight = self.current_weight() if training else 0.
-        if training and self.mmd_cfg.schedule == 'paper':
-            value = self._paper_term(weight)
-        else:
+        guarded = cfg.weight > 0 and cfg.warmup.guard > 0
+        if guarded:
+            if batch_counts is None:
+                batch_counts = self._batch_code_counts(qres.codes, decay=False)
+            self._recent_batch_usage = self._average_batch_usage({'usage': self.batch_usage(batch_counts)})['usage']
+        weight = self.current_weight()
+        logged = weight > 0 or periodic  # the steps that log the term and ppl_q{k}
+        # The term: with its gradient when it is back-propagated, else only on the logged steps (no gradient).
+        streams: tp.Optional[torch.Tensor] = None
+        if cfg.schedule == 'paper':
+            streams = self._paper_streams(weight)  # every paper_every steps (also at weight 0, unchanged)
+        elif logged:
             streams = torch.stack(self._stage_outputs, dim=1)
-            value = self._term(streams, with_grad=training and weight > 0)
         self._stage_outputs = []
+        value = None if streams is None else self._term(streams, with_grad=weight > 0)
+
         metrics = dict(qres.metrics)
-        metrics['mmd'] = value.detach()
-        if training:
-            metrics['mmd_weight'] = torch.tensor(weight)
-            if self._last_usage is not None:
-                metrics['mmd_usage'] = torch.tensor(self._last_usage)
-                self._last_usage = None
-            if self.mmd_cfg.warmup.guard > 0:
-                metrics['mmd_batch_usage'] = torch.tensor(self._recent_batch_usage)
+        metrics['mmd_weight'] = torch.tensor(weight)
+        penalty = qres.penalty
+        if value is not None:
+            if weight > 0:
+                # Decided on every worker from the same flag: they skip (or keep) the same terms, or their
+                # gradients and metrics would no longer match.
+                nonfinite = self._nonfinite_everywhere(value, streams)
+                metrics['mmd_nonfinite'] = torch.tensor(float(nonfinite))
+                if nonfinite:
+                    self._on_nonfinite_term(value, weight)
+                else:
+                    self._nonfinite_run = 0
+                    if value.requires_grad:
+                        penalty = value * weight if penalty is None else penalty + value * weight
+            else:
+                # Not back-propagated: only logged (no host sync, no collective).
+                metrics['mmd_nonfinite'] = (~torch.isfinite(value.detach())).float()
+        if cfg.schedule == 'paper':
+            # The paper schedule logs its term on every step, 0 between its cycle steps (unchanged meaning).
+            metrics['mmd'] = torch.zeros((), device=self.device) if value is None else value.detach()
+        elif value is not None:
+            metrics['mmd'] = value.detach()
+        if self._last_usage is not None:
+            metrics['mmd_usage'] = torch.tensor(self._last_usage)
+            self._last_usage = None
+        if guarded:
+            metrics['mmd_batch_usage'] = torch.tensor(self._recent_batch_usage)
+        if logged:
             # Perplexity of the codes of this batch, per active codebook. (Not the EMA cluster sizes: a restarted
             # dead code gets a fresh count, so those look in use even when no frame picks them.)
+            if batch_counts is None:
+                batch_counts = self._batch_code_counts(qres.codes, decay=False)
             for k, counts in enumerate(batch_counts):
                 metrics[f"ppl_q{k + 1}"] = _perplexity(counts)
-        penalty = qres.penalty
-        if weight > 0 and value.requires_grad:
-            penalty = value * weight if penalty is None else penalty + value * weight
         return dataclasses.replace(qres, penalty=penalty, metrics=metrics)
+
+    def _periodic_step(self) -> bool:
+        """Whether this training step is one of the `mmd.log_every` measured ones: the first step of each epoch,
+        then every `log_every`-th (counted within the epoch, so that every epoch logs the term; the same steps on
+        every worker)."""
+        epoch = self.epoch
+        if epoch != self._log_epoch:
+            self._log_epoch, self._log_index = epoch, 0
+        due = self._log_index % int(self.mmd_cfg.log_every) == 0
+        self._log_index += 1
+        return due
+
+    def _take_streams(self) -> torch.Tensor:
+        streams = torch.stack(self._stage_outputs, dim=1)
+        self._stage_outputs = []
+        return streams
+
+    # --- non-finite terms ----------------------------------------------------------------------------------------
+    def _nonfinite_everywhere(self, value: torch.Tensor, streams: torch.Tensor) -> bool:
+        """Whether the term or its input is not finite on any worker (one host sync; one all-reduce of a flag
+        with several workers). The input is checked too: a non-finite sample that a kernel maps to a finite value
+        would still send a non-finite gradient."""
+        flag = torch.logical_not(torch.isfinite(value.detach()) & torch.isfinite(streams.detach()).all()).float()
+        if flashy.distrib.world_size() > 1:
+            flag = flag.reshape(1)
+            flashy.distrib.all_reduce(flag)
+        self._nonfinite_workers = int(flag.item())
+        return self._nonfinite_workers > 0
+
+    def _on_nonfinite_term(self, value: torch.Tensor, weight: float) -> None:
+        """Skip a non-finite term (not back-propagated) and stop after `mmd.max_nonfinite` in a row."""
+        self._nonfinite_run += 1
+        limit = int(self.mmd_cfg.max_nonfinite)
+        if limit <= 0 or self._nonfinite_run < limit:
+            return
+        world = flashy.distrib.world_size()
+        where = f"non-finite on {self._nonfinite_workers} of {world} workers; " if world > 1 else ""
+        raise NonFiniteTermError(
+            f"The independence term was not finite for {self._nonfinite_run} consecutive training steps "
+            f"(mmd.max_nonfinite={limit}), the last at step {self.mmd_state['step']} (epoch {self.epoch}): "
+            f"value {float(value.detach()):g} on this worker ({where}weight {weight:g}). Each of them was skipped "
+            "(not back-propagated; logged as mmd_nonfinite). Likely causes: a diverging encoder (look at l1/msspec "
+            "and ratio1 in the logs; lower optim.lr, set optim.max_norm, or lower mmd.weight); fp16/bf16 overflow "
+            "in the encoder or quantizer (run in float32, e.g. autocast off); a degenerate bandwidth or "
+            "standardization on a collapsed codebook (ppl_q{k} near 1: try mmd.bandwidth=median or fixed, "
+            "mmd.standardize=false, mmd.warmup.guard=0.1, mmd.restart_dead_codes=true). To keep training and only "
+            "skip such terms, set mmd.max_nonfinite=0 (never stop) or a larger limit.")
 
     # --- the term ------------------------------------------------------------------------------------------------
     def _term(self, streams: torch.Tensor, with_grad: bool) -> torch.Tensor:
@@ -264,24 +372,26 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
             return independence_loss(streams if with_grad else streams.detach(), delays=self.delays[:num_active],
                                      generator=self.mmd_rng, **self.loss_options)
 
-    def _paper_term(self, weight: float) -> torch.Tensor:
+    def _paper_streams(self, weight: float) -> tp.Optional[torch.Tensor]:
         """The published schedule: every `paper_every` updates, re-encode the buffered batches with the current
-        encoder and take one term over all of them (the buffer restarts empty after each such step and on resume).
+        encoder, for one term over all of them (the buffer restarts empty after each such step and on resume).
+        None on the other steps.
         """
         if self.mmd_state['step'] % self.mmd_cfg.paper_every != 0 or not self._paper_buffer:
-            return torch.zeros((), device=self.device)
+            return None
         audio = torch.cat(list(self._paper_buffer), dim=0)
         self._paper_buffer.clear()
         with torch.set_grad_enabled(weight > 0):
             x, _ = self.model.preprocess(audio)
             streams, _ = quantize_streams(self.model.quantizer.vq, self.model.encoder(x))
-        return self._term(streams, with_grad=weight > 0)
+        return streams
 
-    def _batch_code_counts(self, codes: torch.Tensor) -> torch.Tensor:
-        """Histograms [K_active, bins] of the codes [B, K_active, T] of a training batch; decays the usage
-        histogram by `mmd.warmup.usage_decay` (dropped-out codebooks get no count this step)."""
+    def _batch_code_counts(self, codes: torch.Tensor, decay: bool = True) -> torch.Tensor:
+        """Histograms [K_active, bins] of the codes [B, K_active, T] of a training batch; with `decay`, decays the
+        usage histogram by `mmd.warmup.usage_decay` (dropped-out codebooks get no count this step)."""
         bins = self._code_counts.shape[1]
-        self._code_counts.mul_(self.mmd_cfg.warmup.usage_decay)
+        if decay:
+            self._code_counts.mul_(self.mmd_cfg.warmup.usage_decay)
         return torch.stack([torch.bincount(codes[:, k].flatten(), minlength=bins) for k in range(codes.shape[1])]
                            ).to(self._code_counts)
 

@@ -252,3 +252,150 @@ def test_visqol_without_its_package_fails_at_start_with_the_fix(embedded_music, 
     monkeypatch.setitem(sys.modules, 'visqol', None)
     with pytest.raises(ImportError, match='pip install visqol-python'):
         make_solver(['evaluate.metrics.visqol=true'])
+
+
+# --- non-finite terms -------------------------------------------------------------------------------------------
+def inject_into_term(solver, value=float('nan'), stage=1, when=lambda: True):
+    """Forward hook on the quantizer, run before the solver's own: puts `value` into one entry of stage `stage`'s
+    output as the term sees it (the reconstruction stays finite, so only the term can poison the encoder). Mid-clip:
+    the first and last frames of a stage can fall outside the delay-aligned tuples."""
+    def hook(module, inputs, output):
+        outs = solver._stage_outputs
+        if module.training and len(outs) > stage and when():
+            bad = torch.zeros_like(outs[stage])
+            bad[0, 0, bad.shape[-1] // 2] = value
+            outs[stage] = outs[stage] + bad  # keeps the straight-through gradient path to the encoder
+    return solver.model.quantizer.register_forward_hook(hook, prepend=True)
+
+
+def encoder_is_finite(solver):
+    return all(torch.isfinite(p).all() for p in solver.model.encoder.parameters())
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf')])
+def test_nonfinite_term_is_skipped_logged_and_training_goes_on(embedded_music, bad):
+    solver = make_solver(['rvq.q_dropout=false'])
+    x = train_batch(solver)
+    handle = inject_into_term(solver, bad)
+    try:
+        metrics = solver.run_step(0, x, {})
+    finally:
+        handle.remove()
+    assert encoder_is_finite(solver), "the non-finite term was back-propagated into the encoder"
+    assert torch.isfinite(metrics['penalty'])  # the commitment loss only
+    assert float(metrics['mmd_nonfinite']) == 1. and not torch.isfinite(metrics['mmd'])
+    assert solver._nonfinite_run == 1
+    metrics = solver.run_step(1, x, {})  # training goes on, with the term again
+    assert float(metrics['mmd_nonfinite']) == 0. and torch.isfinite(metrics['mmd']) and solver._nonfinite_run == 0
+    assert encoder_is_finite(solver)
+
+
+def test_consecutive_nonfinite_terms_stop_the_run_with_the_named_error(embedded_music):
+    from audiocraft_mmd.solvers.compression_mmd import NonFiniteTermError
+    solver = make_solver(['rvq.q_dropout=false', 'mmd.max_nonfinite=3'])
+    x = train_batch(solver)
+    clean = {'step': False}
+    handle = inject_into_term(solver, when=lambda: not clean['step'])
+    try:
+        for idx in range(2):
+            solver.run_step(idx, x, {})
+        clean['step'] = True  # a finite term in between starts the count again
+        solver.run_step(2, x, {})
+        clean['step'] = False
+        for idx in range(3, 5):
+            solver.run_step(idx, x, {})
+        assert solver._nonfinite_run == 2
+        with pytest.raises(NonFiniteTermError, match=r'3 consecutive training steps \(mmd.max_nonfinite=3\), '
+                                                    r'the last at step 6 .*value nan') as error:
+            solver.run_step(5, x, {})
+    finally:
+        handle.remove()
+    message = str(error.value)
+    for cause_or_option in ['diverging encoder', 'fp16', 'collapsed codebook', 'mmd.max_nonfinite=0',
+                            'mmd.warmup.guard']:
+        assert cause_or_option in message
+    assert encoder_is_finite(solver)
+
+
+def test_nonfinite_terms_never_stop_with_limit_zero_nor_when_not_back_propagated(embedded_music):
+    for overrides in (['mmd.max_nonfinite=0'], ['mmd.max_nonfinite=1', 'mmd.weight=0', 'mmd.log_every=1']):
+        solver = make_solver(['rvq.q_dropout=false'] + overrides)
+        x = train_batch(solver)
+        handle = inject_into_term(solver)
+        try:
+            flags = [float(solver.run_step(idx, x, {})['mmd_nonfinite']) for idx in range(3)]
+        finally:
+            handle.remove()
+        assert flags == [1., 1., 1.] and encoder_is_finite(solver), overrides
+
+
+def _nonfinite_on_one_rank_worker(rank, world):
+    solver = make_solver(['rvq.q_dropout=false', 'mmd.max_nonfinite=0'])
+    x = train_batch(solver)
+    step = {'idx': 0}
+    # Only rank 1 sees a NaN, at its second step.
+    handle = inject_into_term(solver, when=lambda: rank == 1 and step['idx'] == 1)
+    flags, values = [], []
+    for idx in range(3):
+        step['idx'] = idx
+        metrics = solver.run_step(idx, x, {})
+        flags.append(float(metrics['mmd_nonfinite']))
+        values.append(float(metrics['mmd']))
+    handle.remove()
+    checksum = sum(float(p.double().sum()) for p in solver.model.encoder.parameters())
+    return {'flags': flags, 'finite_values': [v == v for v in values], 'encoder_finite': bool(encoder_is_finite(solver)),
+            'checksum': checksum, 'world': __import__('flashy').distrib.world_size()}
+
+
+def test_nonfinite_term_on_one_rank_is_skipped_on_both(embedded_music, gloo_workers):
+    results = gloo_workers(_nonfinite_on_one_rank_worker, 2)
+    assert results[0]['world'] == results[1]['world'] == 2
+    # The same decision on both ranks, in the same step: skipped there, kept elsewhere.
+    assert results[0]['flags'] == results[1]['flags'] == [0., 1., 0.]
+    assert results[0]['finite_values'] == [True, True, True] and results[1]['finite_values'] == [True, False, True]
+    assert results[0]['encoder_finite'] and results[1]['encoder_finite']
+    assert results[0]['checksum'] == pytest.approx(results[1]['checksum'], rel=1e-6)
+
+
+# --- the weight-0 hot path --------------------------------------------------------------------------------------
+def test_weight_zero_measures_the_term_only_every_log_every_steps(embedded_music):
+    solver = make_solver(['rvq.q_dropout=false', 'mmd.weight=0', 'mmd.log_every=4', 'mmd.warmup.min_usage=0.5',
+                          'mmd.warmup.guard=0.1'])  # gate and guard are moot at weight 0: no histograms
+    x = train_batch(solver)
+    calls = {'term': 0, 'counts': 0}
+    term, counts = solver._term, solver._batch_code_counts
+
+    def count_term(*args, **kwargs):
+        calls['term'] += 1
+        return term(*args, **kwargs)
+
+    def count_counts(*args, **kwargs):
+        calls['counts'] += 1
+        return counts(*args, **kwargs)
+    solver._term, solver._batch_code_counts = count_term, count_counts
+    logged = []
+    for idx in range(9):
+        metrics = solver.run_step(idx, x, {})
+        logged.append('mmd' in metrics)
+        assert ('ppl_q1' in metrics) == ('mmd' in metrics) == ('mmd_nonfinite' in metrics)
+        assert float(metrics['mmd_weight']) == 0. and 'mmd_batch_usage' not in metrics
+    assert logged == [True, False, False, False, True, False, False, False, True]
+    assert calls == {'term': 3, 'counts': 3}  # the logged steps' term and ppl_q{k}, nothing else
+    assert float(solver._code_counts.sum()) == 0.  # no usage histogram kept
+    solver.history.append({})  # a new epoch: its first step is measured
+    try:
+        assert 'mmd' in solver.run_step(0, x, {})
+    finally:
+        solver.history.pop()
+    # Valid measures the term on every batch.
+    solver.model.eval()
+    with torch.no_grad():
+        assert 'mmd' in solver.model(x).metrics
+    assert calls['term'] == 5
+
+
+def test_log_every_and_max_nonfinite_are_checked(embedded_music):
+    with pytest.raises(ValueError, match='mmd.log_every=0 must be >= 1'):
+        make_solver(['mmd.log_every=0'])
+    with pytest.raises(ValueError, match='mmd.max_nonfinite=-1 must be >= 0'):
+        make_solver(['mmd.max_nonfinite=-1'])
