@@ -1,6 +1,17 @@
 """Check an install: `python -m audiocraft_mmd.doctor`. Prints one line per check; exits 1 if one fails."""
+from pathlib import Path
 import sys
 import typing as tp
+
+
+def check_dataset(manifest_dir: tp.Union[str, Path]) -> str:
+    """Open the header of every audio file the manifests under `manifest_dir` list; raise a RuntimeError that
+    names each bad file and its fix (see `audiocraft_mmd.data.check`)."""
+    from .data import check
+    total, bad = check.check_manifests([manifest_dir])
+    if bad:
+        raise RuntimeError(check.report(bad))
+    return f"{total} files open at the sample rate and duration their manifests say ({manifest_dir})"
 
 
 def _checks() -> tp.Iterator[tp.Tuple[str, tp.Callable[[], str]]]:
@@ -35,8 +46,10 @@ def _checks() -> tp.Iterator[tp.Tuple[str, tp.Callable[[], str]]]:
 
     def dataset() -> str:
         from .data import embedded_music
-        built = embedded_music.is_built('embedded_music')
-        return "small set built" if built else "not built yet (make dataset)"
+        mdir = embedded_music.manifest_dir('embedded_music')
+        if not (mdir / 'build_info.json').exists():
+            return "not built yet (make dataset)"
+        return "small set: " + check_dataset(mdir)
 
     yield 'torch', torch_version
     yield 'audiocraft', audiocraft

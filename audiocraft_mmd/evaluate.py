@@ -21,9 +21,33 @@ import typing as tp
 
 import torch
 
+from .data.check import BadManifestError
+
 KEYS = ['codes_tc', 'codes_tc_excess', 'codes_tc_norm', 'codes_mi_mean', 'codes_mi_mean_excess', 'codes_util_min',
         'sisnr', 'visqol']
 NEGATED = {'sisnr'}  # AudioCraft logs the negated SI-SNR (a loss): the row shows SI-SNR in dB
+
+
+def check_evaluate_data(cfg: tp.Any) -> None:
+    """Before building the solver: raise `BadManifestError` naming every bad audio file (missing, truncated, not
+    audio, other sample rate) of the evaluate split and its fix, instead of a decoder's error mid-evaluation.
+
+    A missing manifest is left to `env.check_datasource` (the solver's start), which names the build command.
+    """
+    from pathlib import Path
+    from .data import check
+    from .env import REPO_ROOT
+    value = cfg.datasource.get('evaluate')
+    if not isinstance(value, str):
+        return
+    path = Path(value)
+    if not path.is_absolute():   # resolved like the training main does: from where it runs, here the repo
+        path = next((p for p in (Path.cwd() / path, REPO_ROOT / path) if p.exists()), path)
+    try:
+        check.manifest_files(path)
+    except FileNotFoundError:
+        return
+    check.require_clean([path])
 
 
 def evaluate_xp(sig: str, commit: bool = False, visqol: tp.Optional[bool] = None,
@@ -45,6 +69,7 @@ def evaluate_xp(sig: str, commit: bool = False, visqol: tp.Optional[bool] = None
     """
     from .train import get_solver_from_sig, get_xp_from_sig
     xp = get_xp_from_sig(sig)
+    check_evaluate_data(xp.cfg)
     if tokenizer is not None and commit:
         raise ValueError("--commit records a checkpoint's evaluation in its XP's history: not with --tokenizer.")
     if tokenizer is None and not (xp.folder / 'checkpoint.th').exists():
@@ -96,8 +121,12 @@ def main(args: tp.Optional[tp.List[str]] = None) -> int:
     print('|---' * (len(KEYS) + 1) + '|')
     for sig in opts.sigs:
         visqol = False if opts.no_visqol else (True if opts.visqol else None)
-        metrics = evaluate_xp(sig, commit=opts.commit, visqol=visqol, measure_pattern=opts.measure_pattern,
-                              device=opts.device, tokenizer=opts.tokenizer)
+        try:
+            metrics = evaluate_xp(sig, commit=opts.commit, visqol=visqol, measure_pattern=opts.measure_pattern,
+                                  device=opts.device, tokenizer=opts.tokenizer)
+        except BadManifestError as exc:
+            print(f"XP {sig}: not evaluated, {exc}", file=sys.stderr)
+            return 1
         cells = [f'{(-1 if k in NEGATED else 1) * float(metrics[k]):.3f}' if k in metrics else '' for k in KEYS]
         print(f"| {sig} | " + ' | '.join(cells) + ' |', flush=True)
     return 0

@@ -852,6 +852,30 @@ def build(preset: str = 'small', seed: int = DEFAULT_SEED, out: tp.Optional[tp.U
     return summary
 
 
+def _check(paths: tp.List[str], preset: str, out: tp.Optional[str], full: bool) -> int:
+    """`--check`: the preset's manifests (or `paths`), every file opened; prints each bad file and its fix."""
+    from . import check
+    name = PRESET_NAMES[preset]
+    if not paths:
+        mdir = manifest_dir(name, out)
+        if not all((mdir / split / 'data.jsonl').exists() for split in SPLITS):
+            print(missing_message(name) + (f' --out {out}' if out is not None else ''))
+            return 1
+        paths = [str(mdir)]
+    try:
+        total, bad = check.check_manifests(paths, full=full)
+    except FileNotFoundError as exc:
+        print(exc)
+        return 1
+    where = ', '.join(paths)
+    if bad:
+        print(f'{where}: {check.report(bad)}')
+        return 1
+    how = 'full decode' if full else 'headers checked'
+    print(f"{where}: {total} audio files open at the sample rate and duration their manifests say ({how})")
+    return 0
+
+
 def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog='python -m audiocraft_mmd.data.embedded_music',
@@ -866,16 +890,16 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
                         help='root folder for dataset/<name>/ and egs/<name>/ (default: the repo root)')
     parser.add_argument('--workers', type=int, default=None, help='worker processes (default: #CPUs)')
     parser.add_argument('--force', action='store_true', help='rebuild even if an identical build exists')
-    parser.add_argument('--check', action='store_true',
-                        help='only report whether the dataset is built (exit code 0 if so, 1 if not)')
+    parser.add_argument('--check', nargs='*', metavar='MANIFEST_DIR', default=None,
+                        help='build nothing: check that the dataset is built and that every audio file its '
+                             'manifests list opens, at the sample rate and duration they say (or check the '
+                             'given manifests / egs folders instead); lists each bad file and its fix; exit '
+                             'code 0 if all is well, 1 if not')
+    parser.add_argument('--full', action='store_true',
+                        help='with --check: decode every file to its end, not only its header')
     args = parser.parse_args(argv)
-    if args.check:
-        name = PRESET_NAMES[args.preset]
-        if is_built(name, args.out):
-            print(f'{name}: built ({manifest_dir(name, args.out)})')
-            return 0
-        print(missing_message(name))
-        return 1
+    if args.check is not None:
+        return _check(args.check, args.preset, args.out, args.full)
     build(preset=args.preset, seed=args.seed, out=args.out, max_pieces=args.max_pieces,
           workers=args.workers, force=args.force)
     return 0
