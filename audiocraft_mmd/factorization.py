@@ -6,9 +6,10 @@ product of per-codebook distributions. What that product throws away is the depe
 This tool freezes the LM, collects h and the tuples on the train and valid splits, and fits two small heads on
 the same frozen h until their held-out NLL stops improving (early stopping on a tenth of the train contexts):
 
-- independent heads p(q_k | h), one linear map per codebook (what the LM does, refit for a fair comparison);
-- chained heads p(q_k | h, q_1..q_{k-1} of the same tuple): the same linear map plus one learned table per earlier
-  entry j < k, [card x card], added to the logits (any pairwise dependence given h, exactly representable).
+- independent heads p(q_k | h), one linear map per codebook (what the LM does), starting from the LM's own heads
+  and refit (kept as they are if refitting does not help on held-out data);
+- chained heads p(q_k | h, q_1..q_{k-1} of the same tuple): those maps, frozen, plus one learned table per earlier
+  entry j < k, [card x card], zero at start, added to the logits (any pairwise dependence given h).
 
 Their NLL difference on the valid split, in bits per frame summed over the codebooks, is the estimated cost of the
 factorization (0 if the tuple's entries are independent given h). It is an estimate with this head class: a
@@ -23,6 +24,7 @@ import copy
 import json
 import math
 from pathlib import Path
+import random
 import sys
 import typing as tp
 
@@ -37,10 +39,16 @@ class TupleHeads(nn.Module):
     """Per-codebook heads on a context h [N, D]: independent (linear), or chained (plus a pairwise table per
     earlier entry of the tuple, zero-initialized so that training starts from the independent heads' form)."""
 
-    def __init__(self, dim: int, num_codebooks: int, cardinality: int, chained: bool):
+    def __init__(self, dim: int, num_codebooks: int, cardinality: int, chained: bool,
+                 init: tp.Optional[tp.Sequence[nn.Linear]] = None):
         super().__init__()
         self.chained = chained
         self.linears = nn.ModuleList(nn.Linear(dim, cardinality) for _ in range(num_codebooks))
+        if init is not None:  # start from the LM's own per-codebook heads
+            with torch.no_grad():
+                for linear, source in zip(self.linears, init):
+                    linear.weight.copy_(source.weight)
+                    linear.bias.copy_(source.bias if source.bias is not None else torch.zeros_like(linear.bias))
         self.tables = nn.ModuleDict()
         if chained:
             for k in range(1, num_codebooks):
@@ -61,29 +69,31 @@ class TupleHeads(nn.Module):
         return torch.stack(losses)
 
 
-def fit_heads(h: torch.Tensor, tuples: torch.Tensor, cardinality: int, chained: bool, seed: int = 0,
-              lr: float = 1e-2, batch_size: int = 512, max_epochs: int = 200, patience: int = 5,
-              weight_decay: float = 0.) -> tp.Tuple[TupleHeads, int]:
-    """Fit heads on (h, tuples); early stopping on a held-out tenth of them (NLL, patience in epochs).
+def fit_heads(heads: TupleHeads, h: torch.Tensor, tuples: torch.Tensor, parameters: tp.Iterable[nn.Parameter],
+              seed: int = 0, lr: float = 1e-3, batch_size: int = 512, max_epochs: int = 200,
+              patience: int = 5) -> int:
+    """Fit `parameters` of `heads` on (h, tuples), early stopping on a held-out tenth of them (NLL, patience in
+    epochs); the heads end at their best held-out NLL, their start included (refitting heads that an LM fitted on
+    far more tuples may only make them worse).
 
     Args:
+        heads (TupleHeads): the heads, trained in place.
         h (torch.Tensor): contexts [N, D] (frozen, no gradient).
         tuples (torch.Tensor): integer tuples [N, K].
-        cardinality (int): codebook size.
-        chained (bool): chained heads, or independent ones.
-        seed (int): seed of the split, the initialization and the batch order.
+        parameters: the parameters to train.
+        seed (int): seed of the split and the batch order.
     Returns:
-        The heads at their best held-out NLL, and the number of epochs run.
+        The number of epochs run.
     """
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(h), generator=generator)
     stop = max(1, len(h) // 10)
     h_stop, t_stop = h[order[:stop]], tuples[order[:stop]]
     h_fit, t_fit = h[order[stop:]], tuples[order[stop:]]
-    torch.manual_seed(seed)
-    heads = TupleHeads(h.shape[1], tuples.shape[1], cardinality, chained)
-    optimizer = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=weight_decay)
-    best, best_state, since_best, epoch = math.inf, copy.deepcopy(heads.state_dict()), 0, 0
+    optimizer = torch.optim.Adam(list(parameters), lr=lr)
+    with torch.no_grad():
+        best = float(heads.nll(h_stop, t_stop).sum())
+    best_state, since_best, epoch = copy.deepcopy(heads.state_dict()), 0, 0
     for epoch in range(1, max_epochs + 1):
         for batch in torch.randperm(len(h_fit), generator=generator).split(batch_size):
             loss = heads.nll(h_fit[batch], t_fit[batch]).sum()
@@ -99,25 +109,35 @@ def fit_heads(h: torch.Tensor, tuples: torch.Tensor, cardinality: int, chained: 
             if since_best >= patience:
                 break
     heads.load_state_dict(best_state)
-    return heads, epoch
+    return epoch
 
 
 def factorization_cost(h_train: torch.Tensor, tuples_train: torch.Tensor, h_valid: torch.Tensor,
-                       tuples_valid: torch.Tensor, cardinality: int, seed: int = 0) -> tp.Dict[str, tp.Any]:
-    """Fit independent and chained heads on the train contexts; their NLL on the valid contexts.
+                       tuples_valid: torch.Tensor, cardinality: int, seed: int = 0,
+                       init: tp.Optional[tp.Sequence[nn.Linear]] = None, linear_lr: float = 1e-3,
+                       table_lr: float = 1e-2) -> tp.Dict[str, tp.Any]:
+    """Fit the independent heads on the train contexts (from `init`, the LM's own heads, when given), then the
+    chained heads' tables on top of them with the linear maps frozen: the chained heads differ from the independent
+    ones only by what the tuple's earlier entries tell. Both are scored on the valid contexts.
 
     Returns:
         `nll_independent_bits`, `nll_chained_bits` (per frame, summed over codebooks), `cost_bits` (their difference),
         the per-codebook values, and the epochs each fit ran.
     """
     result: tp.Dict[str, tp.Any] = {'train_tuples': len(h_train), 'valid_tuples': len(h_valid), 'seed': seed}
-    for name, chained in (('independent', False), ('chained', True)):
-        heads, epochs = fit_heads(h_train, tuples_train, cardinality, chained, seed=seed)
+    torch.manual_seed(seed)
+    dim, num_codebooks = h_train.shape[1], tuples_train.shape[1]
+    independent = TupleHeads(dim, num_codebooks, cardinality, chained=False, init=init)
+    result['epochs_independent'] = fit_heads(independent, h_train, tuples_train, independent.parameters(), seed=seed,
+                                             lr=linear_lr)
+    chained = TupleHeads(dim, num_codebooks, cardinality, chained=True, init=list(independent.linears))
+    result['epochs_chained'] = fit_heads(chained, h_train, tuples_train, chained.tables.parameters(), seed=seed,
+                                         lr=table_lr)
+    for name, heads in (('independent', independent), ('chained', chained)):
         with torch.no_grad():
             per_codebook = (heads.nll(h_valid, tuples_valid) / _LN2).tolist()
         result[f'nll_{name}_bits'] = sum(per_codebook)
         result[f'nll_{name}_bits_q'] = per_codebook
-        result[f'epochs_{name}'] = epochs
     result['cost_bits'] = result['nll_independent_bits'] - result['nll_chained_bits']
     return result
 
@@ -185,6 +205,8 @@ def collect(musicgen: tp.Any, manifest: str, segment_duration: float, clips: int
     dataset = MusicDataset.from_meta(manifest, segment_duration=segment_duration,
                                      sample_rate=musicgen.sample_rate, channels=musicgen.audio_channels,
                                      num_samples=clips, return_info=True, shuffle=True, shuffle_seed=seed)
+    # AudioDataset draws each segment's seed from Python's `random`: seeding it makes the segments reproducible
+    random.seed(seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=dataset.collater)
     lm, device = musicgen.lm, musicgen.device
     h_all, tuples_all = [], []
@@ -223,7 +245,8 @@ def measure(model: str, clips: int = 256, valid_clips: tp.Optional[int] = None, 
     h_train, tuples_train = collect(musicgen, manifests['train'], segment, clips, seed=seed)
     h_valid, tuples_valid = collect(musicgen, manifests['valid'], segment, valid_clips or max(1, clips // 4),
                                     seed=seed)
-    result = factorization_cost(h_train, tuples_train, h_valid, tuples_valid, lm.card, seed=seed)
+    result = factorization_cost(h_train, tuples_train, h_valid, tuples_valid, lm.card, seed=seed,
+                                init=[linear.float().cpu() for linear in lm.linears])
     result.update({'model': str(folder), 'lm_sig': provenance.get('lm_sig'), 'tokenizer': provenance.get('tokenizer'),
                    'delays': delays, 'segment_duration': segment, **{f'{k}_manifest': v for k, v in manifests.items()}})
     return result
