@@ -24,7 +24,8 @@ setup(
     # The light, unpinned runtime needs; requirements.txt holds the tested pins (used by `make install`).
     install_requires=[
         'torch>=2.6', 'torchaudio>=2.6', 'numpy', 'soundfile', 'dora-search>=0.1.12', 'flashy>=0.0.2',
-        'hydra-core>=1.3', 'omegaconf>=2.3', 'music21', 'pretty_midi', 'imageio-ffmpeg',
+        'hydra-core>=1.3', 'omegaconf>=2.3', 'music21', 'pretty_midi', 'imageio-ffmpeg', 'pyloudnorm', 'scipy',
+        'tqdm',
     ],
     extras_require={'dev': ['pytest']},
     license='MIT License',
