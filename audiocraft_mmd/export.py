@@ -67,7 +67,8 @@ def export_tokenizer(sig_or_path: str, out_dir: tp.Union[str, Path]) -> Path:
     return Path(out_dir) / 'compression_state_dict.bin'
 
 
-def export_musicgen(sig_or_path: str, out_dir: tp.Union[str, Path], max_duration: float = 30.) -> Path:
+def export_musicgen(sig_or_path: str, out_dir: tp.Union[str, Path], max_duration: float = 30.,
+                    package: tp.Optional[dict] = None) -> Path:
     """Export an LM XP and its tokenizer as one folder for `MusicGen.get_pretrained(out_dir)`.
 
     Args:
@@ -75,6 +76,7 @@ def export_musicgen(sig_or_path: str, out_dir: tp.Union[str, Path], max_duration
         out_dir (str or Path): output folder, created if needed; files already there are replaced only once the
             whole export succeeded.
         max_duration (float): the exported model's one-window generation length in seconds (> 18, see above).
+        package (dict, optional): the checkpoint, if the caller loaded it already.
     Returns:
         The export folder.
     """
@@ -88,7 +90,8 @@ def export_musicgen(sig_or_path: str, out_dir: tp.Union[str, Path], max_duration
         raise ValueError(f"--max_duration {max_duration:g} must be above {EXTEND_STRIDE:g} s: AudioCraft's MusicGen "
                          "asserts that its extension stride (18 s) is shorter than the model's max duration.")
     checkpoint = resolve_checkpoint(sig_or_path)
-    package = torch.load(checkpoint, map_location='cpu', weights_only=False)
+    if package is None:
+        package = torch.load(checkpoint, map_location='cpu', weights_only=False)
     cfg = package['xp.cfg']
     if cfg.solver not in LM_SOLVERS:
         raise ValueError(f"{sig_or_path} is a {cfg.solver!r} XP, not an LM: export a tokenizer with "
@@ -156,9 +159,10 @@ def export(sig_or_path: str, out_dir: tp.Union[str, Path], max_duration: float =
     """
     import torch
     checkpoint = resolve_checkpoint(sig_or_path)
-    solver = torch.load(checkpoint, map_location='cpu', weights_only=False)['xp.cfg'].solver
-    if solver in LM_SOLVERS:
-        return export_musicgen(str(checkpoint), out_dir, max_duration=max_duration)
+    package = torch.load(checkpoint, map_location='cpu', weights_only=False)
+    if package['xp.cfg'].solver in LM_SOLVERS:
+        return export_musicgen(str(checkpoint), out_dir, max_duration=max_duration, package=package)
+    del package
     return export_tokenizer(str(checkpoint), out_dir)
 
 
