@@ -261,3 +261,10 @@ def test_report_plots_the_cost_against_the_tokenizers_dependence(lm_folder, tmp_
     assert next(iter(groups)).startswith('tokenizer[')  # named by the tokenizer XP's setting, not its signature
     paths = report.plot(groups, tmp_path)
     assert tmp_path / 'cost_vs_tc.png' in paths and (tmp_path / 'cost_vs_tc.png').stat().st_size > 1000
+
+
+def test_an_lm_xp_given_as_tokenizer_is_named(dora_dir, lm_folder):
+    run = dora(['run', 'solver=musicgen/musicgen_mmd_debug', f'compression_model_checkpoint={lm_folder.name}'],
+               dora_dir, check=False)
+    assert run.returncode != 0
+    assert 'Could not load a tokenizer' in run.stderr + run.stdout and 'not an LM XP' in run.stderr + run.stdout

@@ -268,8 +268,14 @@ class MusicGenMMDSolver(DependenceStages, MusicGenSolver):
         self.cfg.compression_model_checkpoint = resolve_tokenizer(reference)
         # Loaded once here to check it against the LM before AudioCraft's bare asserts see it (AudioCraft loads
         # it again in build_model: a second read of a file, at start only).
-        tokenizer = CompressionSolver.wrapped_model_from_checkpoint(
-            self.cfg, self.cfg.compression_model_checkpoint, device='cpu')
+        try:
+            tokenizer = CompressionSolver.wrapped_model_from_checkpoint(
+                self.cfg, self.cfg.compression_model_checkpoint, device='cpu')
+        except Exception as exc:  # AudioCraft's loader fails with bare asserts / key errors on a wrong checkpoint
+            raise RuntimeError(
+                f"Could not load a tokenizer from compression_model_checkpoint={reference!r} "
+                f"({self.cfg.compression_model_checkpoint}): {type(exc).__name__}: {exc}. It must be a compression "
+                "XP (e.g. compression/encodec_mmd_small) or its export, not an LM XP.") from exc
         check_tokenizer_matches_lm(self.cfg, tokenizer, reference)
         del tokenizer
         super().build_model()
