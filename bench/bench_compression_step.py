@@ -1,16 +1,23 @@
-"""Cost of the independence term per training step, as a ratio to the weight-0 step measured in the same run.
+"""Cost of the independence term per training step, against AudioCraft's own CompressionSolver in the same run.
 
     python bench/bench_compression_step.py                       # CPU, encodec_mmd_small (16 kHz, 4 x 256)
     python bench/bench_compression_step.py --paper --device cuda # the paper's scale: 32 kHz, 4 x 2048, batch 8, 1 s
 
-Each variant builds the real CompressionMMDSolver through the Dora main and times `run_step` (forward, balancer
-backward, the term, optimizer step) on one fixed batch; the first steps are warm-up. Variants: weight 0 (the term
-measured but not back-propagated: the baseline), the term at every step, and the paper's schedule (buffer N
-batches, re-encode, one term every N steps): its time is averaged over whole N-step cycles. The weight-0 step
-still computes the term's value (no backward) for its logs, and restarts dead codes when the config says so; the
-first row, AudioCraft's own CompressionSolver on the same config and batch, has neither.
+Each variant builds its solver through the Dora main and times `run_step` (forward, balancer backward, the term,
+optimizer step) on one fixed batch; the first steps are warm-up. Variants: AudioCraft's own CompressionSolver on the
+same config (the reference row), weight 0 without and with the dead-code restart, the term at every step, and the
+paper's schedule (buffer N batches, re-encode, one term every N steps).
+
+A weight-0 step computes the term's value (no gradient) only every `mmd.log_every` steps, for its logs, and restarts
+dead codes when `mmd.restart_dead_codes` says so (a training behaviour AudioCraft's solver does not have: the
+`restart` column says which rows do it). Steps are timed in blocks of whole cycles (a multiple of `log_every` and of
+the paper's N, so every block holds the same share of measured / cycle steps), and the variants take turns block by
+block, so that a load change on a shared machine hits all of them alike. The ratios are medians over rounds of the
+block mean against the AudioCraft block of the same round.
 """
 import argparse
+import math
+import os
 import statistics
 import time
 import typing as tp
@@ -29,62 +36,94 @@ def _solver(argv: tp.List[str], vanilla: bool = False):
         return get_solver(xp.cfg)
 
 
-def time_steps(argv: tp.List[str], steps: int, warmup: int, device: str,
-               vanilla: bool = False) -> tp.Tuple[float, float]:
-    """Median and mean seconds per training step of the solver of `argv` on one fixed batch."""
-    solver = _solver(argv, vanilla)
-    solver.model.train()
-    solver.rng = torch.Generator()
-    solver.rng.manual_seed(0)
-    solver._current_stage = 'train'  # what run_stage('train', ...) sets
-    batch = next(iter(solver.dataloaders['train']))
-    times = []
-    for idx in range(warmup + steps):
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        begin = time.perf_counter()
-        solver.run_step(idx, batch, {})
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        if idx >= warmup:
+class Timed:
+    """One variant: its solver, the fixed batch, and the seconds of each timed step per block."""
+
+    def __init__(self, argv: tp.List[str], device: str, vanilla: bool = False):
+        self.solver = _solver(argv, vanilla)
+        self.solver.model.train()
+        self.solver.rng = torch.Generator()
+        self.solver.rng.manual_seed(0)
+        self.solver._current_stage = 'train'  # what run_stage('train', ...) sets
+        self.batch = next(iter(self.solver.dataloaders['train']))
+        self.device = device
+        self.idx = 0
+        self.blocks: tp.List[tp.List[float]] = []
+
+    def run(self, steps: int, record: bool = True) -> None:
+        times = []
+        for _ in range(steps):
+            if self.device == 'cuda':
+                torch.cuda.synchronize()
+            begin = time.perf_counter()
+            self.solver.run_step(self.idx, self.batch, {})
+            if self.device == 'cuda':
+                torch.cuda.synchronize()
             times.append(time.perf_counter() - begin)
-    return statistics.median(times), statistics.mean(times)
+            self.idx += 1
+        if record:
+            self.blocks.append(times)
+
+    @property
+    def times(self) -> tp.List[float]:
+        return [t for block in self.blocks for t in block]
 
 
 def main_cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--paper', action='store_true', help="paper scale (encodec_mmd, batch 8 per GPU)")
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--steps', type=int, default=None, help="timed steps (default: 2 cycles of paper_every)")
+    parser.add_argument('--steps', type=int, default=None,
+                        help="timed steps per variant, rounded up to whole blocks (default: 3 blocks)")
     parser.add_argument('--paper_every', type=int, default=None)
+    parser.add_argument('--log_every', type=int, default=10, help="mmd.log_every of every variant")
     parser.add_argument('overrides', nargs='*', help="extra overrides for every variant, e.g. datasource.train=DIR")
     opts = parser.parse_args()
     every = opts.paper_every or (32 if opts.paper else 8)
-    steps = opts.steps or 2 * every
+    block = every * opts.log_every // math.gcd(every, opts.log_every)  # whole cycles of both
+    rounds = max(1, math.ceil((opts.steps or 3 * block) / block))
     solver_name = 'compression/encodec_mmd' if opts.paper else 'compression/encodec_mmd_small'
     base = [f'solver={solver_name}', f'device={opts.device}', 'dataset.num_workers=0', 'mmd.warmup.min_usage=0',
-            'mmd.warmup.steps=0']
+            'mmd.warmup.steps=0', f'mmd.log_every={opts.log_every}']
     if opts.paper:
         base += ['dataset.batch_size=8']
     base += opts.overrides
     vanilla = "AudioCraft's CompressionSolver"
     variants = {
         vanilla: base,
+        'weight 0, no restart': base + ['mmd.weight=0', 'mmd.restart_dead_codes=false'],
         'weight 0 (baseline)': base + ['mmd.weight=0'],
         'per step': base + ['mmd.weight=100'],
-        f'paper schedule (every {every})': base + ['mmd.weight=100', 'mmd.schedule=paper',
-                                                   f'mmd.paper_every={every}'],
+        f'paper schedule (every {every})': base + ['mmd.weight=100', 'mmd.schedule=paper', f'mmd.paper_every={every}'],
     }
     name = torch.cuda.get_device_name() if opts.device == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
-    print(f"device: {name}; solver={solver_name}; {steps} timed steps after {every} warm-up steps")
-    results = {label: time_steps(argv, steps, every, opts.device, vanilla=label == vanilla)
-               for label, argv in variants.items()}
-    base_mean, vanilla_mean = results['weight 0 (baseline)'][1], results[vanilla][1]
-    print('| variant | median ms/step | mean ms/step | mean vs weight 0 | mean vs AudioCraft |')
-    print('|---|---|---|---|---|')
-    for label, (median, mean) in results.items():
-        print(f'| {label} | {median * 1e3:.1f} | {mean * 1e3:.1f} | {100 * (mean / base_mean - 1):+.1f}% '
-              f'| {100 * (mean / vanilla_mean - 1):+.1f}% |')
+    timed = {label: Timed(argv, opts.device, vanilla=label == vanilla) for label, argv in variants.items()}
+    load_before = os.getloadavg()[0]
+    for variant in timed.values():
+        variant.run(every, record=False)  # warm-up
+    labels = list(timed)
+    for round_ in range(rounds):
+        shift = round_ % len(labels)  # rotate who goes first
+        for label in labels[shift:] + labels[:shift]:
+            timed[label].run(block)
+    load_after = os.getloadavg()[0]
+    print(f"device: {name}; solver={solver_name}; {rounds} rounds x {block} timed steps per variant after {every} "
+          f"warm-up steps; mmd.log_every={opts.log_every}; 1-min load average {load_before:.2f} before, {load_after:.2f} after")
+
+    def ratio(label: str, reference: str) -> float:
+        ratios = [statistics.mean(ours) / statistics.mean(ref)
+                  for ours, ref in zip(timed[label].blocks, timed[reference].blocks)]
+        return 100 * (statistics.median(ratios) - 1)
+
+    print('| variant | restart | median ms/step | mean ms/step | vs AudioCraft | vs weight 0 |')
+    print('|---|---|---|---|---|---|')
+    for label, variant in timed.items():
+        times = variant.times
+        restart = "AudioCraft's own (undone)" if label == vanilla else (
+            'yes' if variant.solver.cfg.mmd.restart_dead_codes else 'no')
+        print(f'| {label} | {restart} | {statistics.median(times) * 1e3:.1f} | '
+              f'{statistics.mean(times) * 1e3:.1f} | {ratio(label, vanilla):+.1f}% | '
+              f'{ratio(label, "weight 0 (baseline)"):+.1f}% |')
 
 
 if __name__ == '__main__':
