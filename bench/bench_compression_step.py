@@ -108,7 +108,8 @@ def main_cli() -> None:
             timed[label].run(block)
     load_after = os.getloadavg()[0]
     print(f"device: {name}; solver={solver_name}; {rounds} rounds x {block} timed steps per variant after {every} "
-          f"warm-up steps; mmd.log_every={opts.log_every}; 1-min load average {load_before:.2f} before, {load_after:.2f} after")
+          f"warm-up steps; mmd.log_every={opts.log_every}; 1-min load average {load_before:.2f} before, "
+          f"{load_after:.2f} after")
 
     def ratio(label: str, reference: str) -> float:
         ratios = [statistics.mean(ours) / statistics.mean(ref)

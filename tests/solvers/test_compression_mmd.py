@@ -343,8 +343,10 @@ def _nonfinite_on_one_rank_worker(rank, world):
         values.append(float(metrics['mmd']))
     handle.remove()
     checksum = sum(float(p.double().sum()) for p in solver.model.encoder.parameters())
-    return {'flags': flags, 'finite_values': [v == v for v in values], 'encoder_finite': bool(encoder_is_finite(solver)),
-            'checksum': checksum, 'world': __import__('flashy').distrib.world_size()}
+    import flashy
+    return {'flags': flags, 'finite_values': [v == v for v in values],
+            'encoder_finite': bool(encoder_is_finite(solver)), 'checksum': checksum,
+            'world': flashy.distrib.world_size()}
 
 
 def test_nonfinite_term_on_one_rank_is_skipped_on_both(embedded_music, gloo_workers):
