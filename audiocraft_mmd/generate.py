@@ -5,13 +5,13 @@ LM XP's signature / folder, exported first into `<XP folder>/export` (again when
 Each clip is written with AudioCraft's `audio_write` (loudness-normalized wav), with a `.json` beside it holding
 the description, seed and every generation setting, so that a clip can be made again:
 
-    python -m audiocraft_mmd.generate tokenizers/../my_lm_export \\
+    python -m audiocraft_mmd.generate exports/my_musicgen \\
         --descriptions "A Bach chorale for pipe organ in F major, 4 voices, moderate tempo." --duration 5 --out samples/
 
 The same thing with the MusicGen API (no need for this package once exported):
 
     from audiocraft.models import MusicGen
-    model = MusicGen.get_pretrained('my_lm_export', device='cpu')
+    model = MusicGen.get_pretrained("exports/my_musicgen", device="cpu")
     model.set_generation_params(duration=5, top_k=250)
     wav = model.generate(['A Bach chorale for pipe organ in F major, 4 voices, moderate tempo.'], progress=True)
 """
