@@ -1,7 +1,8 @@
 """Generate music with AudioCraft's MusicGen API: `python -m audiocraft_mmd.generate MODEL --descriptions ...`.
 
 MODEL is a folder written by `python -m audiocraft_mmd.export` (what `MusicGen.get_pretrained(folder)` reads), or an
-LM XP's signature / folder, exported first into `<XP folder>/export` (again whenever its checkpoint is newer).
+LM XP's signature / folder, exported first into `<XP folder>/export` (again whenever its checkpoint is newer), or one
+of its checkpoint files (`checkpoint_25.th`: exported into `<XP folder>/export_checkpoint_25`).
 Each clip is written with AudioCraft's `audio_write` (loudness-normalized wav), with a `.json` beside it holding
 the description, seed and every generation setting, so that a clip can be made again:
 
@@ -48,7 +49,8 @@ def resolve_model(model: str) -> Path:
             f"{model!r} is neither an export folder (state_dict.bin + compression_state_dict.bin) nor an LM XP with "
             f"a checkpoint (looked in {env.dora_dir() / 'xps'}): train one with `dora run "
             "solver=musicgen/musicgen_mmd_small`, or export one with `python -m audiocraft_mmd.export`.") from None
-    folder = checkpoint.parent / 'export'
+    # one export per checkpoint file: `checkpoint_25.th` must not be read from checkpoint.th's export
+    folder = checkpoint.parent / ('export' if checkpoint.name == 'checkpoint.th' else f'export_{checkpoint.stem}')
     exported = folder / 'state_dict.bin'
     if not exported.exists() or exported.stat().st_mtime < checkpoint.stat().st_mtime:
         export_musicgen(str(checkpoint), folder)

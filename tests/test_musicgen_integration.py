@@ -268,3 +268,12 @@ def test_an_lm_xp_given_as_tokenizer_is_named(dora_dir, lm_folder):
                dora_dir, check=False)
     assert run.returncode != 0
     assert 'Could not load a tokenizer' in run.stderr + run.stdout and 'not an LM XP' in run.stderr + run.stdout
+
+
+def test_each_checkpoint_file_gets_its_own_export(lm_folder, in_dora_dir):
+    from audiocraft_mmd.generate import resolve_model
+    latest = resolve_model(lm_folder.name)
+    earlier = resolve_model(str(lm_folder / 'checkpoint_1.th'))
+    assert latest == lm_folder / 'export' and earlier == lm_folder / 'export_checkpoint_1'
+    assert json.loads((earlier / 'export.json').read_text())['epochs_trained'] == 1
+    assert json.loads((latest / 'export.json').read_text())['epochs_trained'] == 2
