@@ -22,7 +22,7 @@ import sys
 import tempfile
 import typing as tp
 
-from . import env
+from . import env  # noqa: F401  (sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD before AudioCraft checkpoints load)
 
 LM_SOLVERS = ('musicgen', 'musicgen_mmd')
 EXTEND_STRIDE = 18.  # MusicGen.set_generation_params' default, asserted below max_duration when a MusicGen is built
