@@ -10,11 +10,18 @@ epoch's checkpoint and history, and its evaluate stage is run on that checkpoint
 checkpoint before history.json: an XP stopped between the two has a history.json one epoch short, and the
 evaluation rewrites it from the checkpoint's history.) XPs not started by then
 are not run. A stopped XP resumes from its checkpoint with the same `dora run` command.
+
+With `--epochs N`, each XP is stopped once N epochs are committed (history.json holds them, so the checkpoint of
+epoch N is on disk): XPs of a grid compared at an equal number of updates, within a session's time; the same
+command without it continues them later. `--only SIG,SIG` runs those XPs of the grid and the tokenizer XPs of the
+grid they train on.
 """
 import argparse
 from concurrent.futures import ThreadPoolExecutor
 import importlib
+import json
 import os
+from pathlib import Path
 import signal
 import subprocess
 import sys
@@ -54,8 +61,7 @@ def run_with_dependencies(xps: tp.Sequence[tp.Any], run_one: tp.Callable[[tp.Any
     done: tp.Dict[str, Future] = {}
 
     def run(xp: tp.Any) -> int:
-        for arg in xp.argv:
-            tokenizer = arg[len(TOKENIZER_KEY):].strip('"\'') if arg.startswith(TOKENIZER_KEY) else None
+        for tokenizer in map(tokenizer_ref, xp.argv):
             if tokenizer in done:
                 # listed earlier, so submitted earlier: it is running or done (the pool is first in, first out)
                 if done[tokenizer].result() != 0:
@@ -70,10 +76,45 @@ def run_with_dependencies(xps: tp.Sequence[tp.Any], run_one: tp.Callable[[tp.Any
         return [future.result() for future in futures]
 
 
+def select(xps: tp.Sequence[tp.Any], only: tp.Sequence[str]) -> tp.List[tp.Any]:
+    """The XPs of `xps` whose signature is in `only`, with the XPs of `xps` they name as tokenizer, in grid order.
+
+    Raises:
+        ValueError: a signature of `only` is not an XP of the grid.
+    """
+    by_sig = {xp.sig: xp for xp in xps}
+    unknown = [sig for sig in only if sig not in by_sig]
+    if unknown:
+        raise ValueError(f"not XPs of this grid: {' '.join(unknown)}; `--dry_run` lists its signatures")
+    wanted = set(only)
+    for sig in only:
+        wanted.update(ref for ref in map(tokenizer_ref, by_sig[sig].argv) if ref in by_sig)
+    return [xp for xp in xps if xp.sig in wanted]
+
+
+def tokenizer_ref(arg: str) -> tp.Optional[str]:
+    """The tokenizer reference of a `compression_model_checkpoint=...` override, None for any other override."""
+    return arg[len(TOKENIZER_KEY):].strip('"\'') if arg.startswith(TOKENIZER_KEY) else None
+
+
+def committed_epochs(folder: Path) -> int:
+    """Epochs an XP folder has committed: the length of its history.json (0 if none yet, or caught mid-write)."""
+    try:
+        return len(json.loads((folder / 'history.json').read_text()))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
 def run_sig(argv: tp.Sequence[str], extra: tp.Sequence[str]) -> str:
     """Signature of the XP that `dora run ARGV EXTRA` runs."""
     from audiocraft_mmd.train import main as dora_main
     return dora_main.get_xp(list(argv) + list(extra)).sig
+
+
+def xp_folder(argv: tp.Sequence[str], extra: tp.Sequence[str]) -> Path:
+    """Folder of the XP that `dora run ARGV EXTRA` runs."""
+    from audiocraft_mmd.train import main as dora_main
+    return Path(dora_main.get_xp(list(argv) + list(extra)).folder)
 
 
 def _run(argv: tp.List[str], extra: tp.List[str], deadline: tp.Optional[float] = None,
@@ -135,16 +176,40 @@ def main(args: tp.Optional[tp.List[str]] = None) -> int:
                         help="seconds after which running XPs are stopped and evaluated on their last checkpoint")
     parser.add_argument('overrides', nargs='*', help="extra overrides for every XP, e.g. device=cuda "
                         "(excluded keys only, or the signatures change)")
+    parser.add_argument('--epochs', type=int, default=None,
+                        help="stop each XP once it has committed this many epochs (continue later without it)")
+    parser.add_argument('--only', type=lambda text: [sig for sig in text.split(',') if sig], default=None,
+                        metavar='SIG,SIG', help="run only these XPs of the grid (and the grid's tokenizer XPs "
+                        "they train on)")
     opts = parser.parse_intermixed_args(args)
+    if opts.epochs is not None and opts.epochs < 1:
+        parser.error(f"--epochs must be at least 1, got {opts.epochs}")
     if opts.small:
         os.environ['AUDIOCRAFT_MMD_GRID_SCALE'] = 'small'
     xps = grid_xps(opts.name)
+    if opts.only:
+        try:
+            xps = select(xps, opts.only)
+        except ValueError as error:
+            parser.error(str(error))
     for xp in xps:
         print(xp.sig, ' '.join(xp.argv))
     if opts.dry_run:
         return 0
     deadline = None if opts.deadline is None else time.monotonic() + opts.deadline
-    codes = run_with_dependencies(xps, lambda xp: _run(xp.argv, opts.overrides, deadline), opts.jobs)
+
+    def run_one(xp: tp.Any) -> int:
+        if opts.epochs is None:
+            return _run(xp.argv, opts.overrides, deadline)
+        folder = xp_folder(xp.argv, opts.overrides)
+        if committed_epochs(folder) >= opts.epochs:
+            print(f"{xp.sig}: {opts.epochs} epochs already committed", flush=True)
+            return 0
+        code = _run(xp.argv, opts.overrides, deadline, stop_when=lambda: committed_epochs(folder) >= opts.epochs)
+        # stopped where it was asked to stop: a success, and its LMs may train on it
+        return 0 if code == STOPPED and committed_epochs(folder) >= opts.epochs else code
+
+    codes = run_with_dependencies(xps, run_one, opts.jobs)
     # the signatures the XPs ran under: the extra overrides change them unless Dora excludes their keys
     sigs = [run_sig(xp.argv, opts.overrides) for xp in xps]
     stopped = [sig for sig, code in zip(sigs, codes) if code == STOPPED]

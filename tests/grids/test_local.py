@@ -92,3 +92,59 @@ def test_lms_wait_for_the_tokenizer_xp_of_their_grid():
     assert codes == [0, 1, 0, DEPENDENCY_FAILED, 0]
     assert 'aaaaaaaa' in started['cccccccc']  # started only after its tokenizer finished
     assert 'dddddddd' not in started  # never run: its tokenizer failed
+
+
+def _xp(sig, *argv):
+    import types
+    return types.SimpleNamespace(sig=sig, argv=list(argv))
+
+
+def test_only_keeps_the_named_xps_and_the_grid_tokenizers_they_train_on():
+    tok1 = _xp('aaaaaaaa', 'solver=compression/x', 'seed=1')
+    tok2 = _xp('bbbbbbbb', 'solver=compression/x', 'seed=2')
+    lm1 = _xp('cccccccc', 'solver=musicgen/y', 'compression_model_checkpoint="aaaaaaaa"')
+    lm2 = _xp('dddddddd', 'solver=musicgen/y', 'compression_model_checkpoint=bbbbbbbb')
+    outside = _xp('eeeeeeee', 'solver=musicgen/y', 'compression_model_checkpoint=/some/export')
+    xps = [tok1, tok2, lm1, lm2, outside]
+    assert local.select(xps, ['cccccccc']) == [tok1, lm1]
+    assert local.select(xps, ['eeeeeeee', 'bbbbbbbb']) == [tok2, outside]
+    with pytest.raises(ValueError, match='not XPs of this grid: zzzz'):
+        local.select(xps, ['cccccccc', 'zzzz'])
+
+
+def test_committed_epochs_reads_history_and_tolerates_a_missing_or_partial_file(tmp_path):
+    assert local.committed_epochs(tmp_path) == 0
+    (tmp_path / 'history.json').write_text('[{"train": {}}, {"tr')  # caught while AudioCraft writes it
+    assert local.committed_epochs(tmp_path) == 0
+    (tmp_path / 'history.json').write_text('[{"train": {}}, {"train": {}}]')
+    assert local.committed_epochs(tmp_path) == 2
+
+
+def test_epochs_stops_each_xp_there_and_lets_its_lms_run(tmp_path, monkeypatch):
+    import json
+    tok = _xp('aaaaaaaa', 'solver=compression/x')
+    lm = _xp('cccccccc', 'solver=musicgen/y', 'compression_model_checkpoint=aaaaaaaa')
+    done = _xp('dddddddd', 'solver=musicgen/y', 'seed=3')
+    folders = {tuple(xp.argv): tmp_path / xp.sig for xp in (tok, lm, done)}
+    for folder in folders.values():
+        folder.mkdir()
+    (tmp_path / 'dddddddd' / 'history.json').write_text('[{}, {}, {}]')
+    started = []
+
+    def fake_run(argv, extra, deadline=None, stop_when=None, poll_s=1.):
+        # plays `dora run`: commits one epoch per poll until told to stop, as its SIGINT would
+        folder = folders[tuple(argv)]
+        started.append(folder.name)
+        for epoch in range(1, 100):
+            (folder / 'history.json').write_text(json.dumps([{}] * epoch))
+            if stop_when():
+                return local.STOPPED
+        return 0
+
+    monkeypatch.setattr(local, 'grid_xps', lambda name: [tok, lm, done])
+    monkeypatch.setattr(local, 'xp_folder', lambda argv, extra: folders[tuple(argv)])
+    monkeypatch.setattr(local, 'run_sig', lambda argv, extra: folders[tuple(argv)].name)
+    monkeypatch.setattr(local, '_run', fake_run)
+    assert local.main(['any', '--epochs', '2', '-j', '1']) == 0
+    assert started == ['aaaaaaaa', 'cccccccc']  # the LM ran on its stopped tokenizer; 'dddddddd' had 3 epochs
+    assert local.committed_epochs(tmp_path / 'aaaaaaaa') == 2 and local.committed_epochs(tmp_path / 'cccccccc') == 2
