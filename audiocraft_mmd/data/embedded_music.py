@@ -24,9 +24,7 @@ See ``docs/dataset.md`` for details.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import math
 import multiprocessing
 import os
 import random
@@ -40,16 +38,18 @@ from pathlib import Path
 
 import numpy as np
 
+# Normalization, file writing and split names are shared with the real-music builder (one place for each).
+from .common import (PEAK_CEILING_DB, SAMPLE_RATE, SPLIT_FRACTIONS, SPLITS, TARGET_LUFS,  # noqa: F401
+                     integrated_loudness, manifest_entry, write_manifest, write_sidecar, write_wav_pcm16)
+from .common import loudness_normalize as _loudness_normalize
+from .common import stable_hash as _stable_hash
+
 BUILDER_VERSION = 1
-SAMPLE_RATE = 32000
 DEFAULT_SEED = 1234
-TARGET_LUFS = -18.0          # integrated loudness target (ITU-R BS.1770-4, see integrated_loudness)
-PEAK_CEILING_DB = -1.0       # the gain is lowered further if the peak would exceed -1 dBFS
 LEAD_IN_S = 0.1              # silence before the first note
 TAIL_S = 1.5                 # silence / release after the last note-off
-SPLITS = ('train', 'valid', 'evaluate', 'generate')
-# Fraction of pieces (at least 1 each) held out per split; whole groups are assigned, see _assign_splits.
-SPLIT_FRACTIONS = {'generate': 0.05, 'evaluate': 0.07, 'valid': 0.07}
+# SPLIT_FRACTIONS: fraction of pieces (at least 1 each) held out per split; whole groups are assigned, see
+# _assign_splits.
 PRESET_NAMES = {'small': 'embedded_music', 'large': 'embedded_music_large'}
 # The repository root (audiocraft_mmd is used from a checkout / editable install); if the package was
 # installed elsewhere, fall back to the working directory.
@@ -209,10 +209,6 @@ def require_built(name: str = 'embedded_music', root: tp.Optional[tp.Union[str, 
 def _corpus_dir() -> Path:
     import music21.corpus
     return Path(music21.corpus.__file__).resolve().parent
-
-
-def _stable_hash(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode('utf-8')).digest()[:8], 'big')
 
 
 def _fixed_order(paths: tp.Iterable[str], salt: str) -> tp.List[str]:
@@ -432,32 +428,6 @@ def _collect_notes(score, fermata: bool):
     return notes, sorted(fermata_ends)
 
 
-def integrated_loudness(wav: np.ndarray, sr: int) -> float:
-    """ITU-R BS.1770-4 integrated loudness (LUFS) of a mono signal: ``pyloudnorm.Meter(sr)`` (K-weighting,
-    400 ms blocks with 75 % overlap, -70 LUFS absolute and -10 LU relative gates); -inf for silence or
-    audio shorter than one block."""
-    import pyloudnorm
-    x = np.asarray(wav, dtype=np.float64)
-    if len(x) < int(0.4 * sr):
-        return float('-inf')
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')   # pyloudnorm warns on silent blocks (log of 0, mean of nothing)
-        return float(pyloudnorm.Meter(sr).integrated_loudness(x))
-
-
-def _loudness_normalize(wav: np.ndarray, sr: int) -> tp.Tuple[np.ndarray, float, float]:
-    """Gain to TARGET_LUFS, lowered if needed so that the peak stays at or below PEAK_CEILING_DB."""
-    lufs = integrated_loudness(wav, sr)
-    if not math.isfinite(lufs):
-        raise ValueError('rendered audio is silent')
-    gain_db = TARGET_LUFS - lufs
-    peak = float(np.abs(wav).max())
-    ceiling = 10 ** (PEAK_CEILING_DB / 20)
-    if peak * 10 ** (gain_db / 20) > ceiling:
-        gain_db = 20 * math.log10(ceiling / peak)
-    return wav * np.float32(10 ** (gain_db / 20)), lufs + gain_db, gain_db
-
-
 def _render_notes(notes, fermata_ends, n_parts, programs, velocities, spb, fermata_hold_beats,
                   rng: random.Random, sr: int) -> np.ndarray:
     import tinysoundfont  # noqa: F401  (import error surfaces as a render failure)
@@ -643,17 +613,13 @@ def render_piece(path: str, seed: int, sample_rate: int = SAMPLE_RATE) -> tp.Tup
 
 def _worker(task: dict) -> dict:
     """Render one piece into the staging folder; never raises (failures are reported)."""
-    import soundfile as sf
     t0 = time.time()
     path, seed, staging = task['path'], task['seed'], Path(task['staging'])
     pid = piece_id(path)
     try:
         wav, info = render_piece(path, seed, task['sample_rate'])
-        pcm = np.clip(np.round(wav * 32767.0), -32768, 32767).astype(np.int16)
-        wav_path = staging / f'{pid}.wav'
-        sf.write(str(wav_path), pcm, task['sample_rate'], subtype='PCM_16', format='WAV')
-        return dict(ok=True, path=path, piece=pid, info=info, frames=int(len(pcm)),
-                    amplitude=float(np.abs(pcm.astype(np.int32)).max()) / 32768.0,
+        frames, amplitude = write_wav_pcm16(staging / f'{pid}.wav', wav, task['sample_rate'])
+        return dict(ok=True, path=path, piece=pid, info=info, frames=frames, amplitude=amplitude,
                     seconds=time.time() - t0)
     except Exception as exc:  # noqa: BLE001 - any failure of a piece is counted, never fatal
         msg = f'{type(exc).__name__}: {exc}'.replace('\n', ' ')
@@ -823,16 +789,12 @@ def build(preset: str = 'small', seed: int = DEFAULT_SEED, out: tp.Optional[tp.U
         duration = r['frames'] / SAMPLE_RATE
         sidecar = dict(r['info'])
         sidecar.update(duration=duration, sample_rate=SAMPLE_RATE, file_extension='wav', split=split)
-        wav_path.with_suffix('.json').write_text(json.dumps(sidecar, indent=1, ensure_ascii=False) + '\n')
+        write_sidecar(wav_path, sidecar)
         # Same key order / serialisation as audiocraft.data.audio_dataset.save_audio_meta.
-        split_meta[split].append(dict(path=str(wav_path), duration=duration, sample_rate=SAMPLE_RATE,
-                                      amplitude=r['amplitude'], weight=None, info_path=None))
+        split_meta[split].append(manifest_entry(wav_path, duration, SAMPLE_RATE, r['amplitude']))
     shutil.rmtree(staging, ignore_errors=True)
     for split in SPLITS:
-        (mdir / split).mkdir(parents=True, exist_ok=True)
-        with open(mdir / split / 'data.jsonl', 'w', encoding='utf-8') as fp:
-            for m in split_meta[split]:
-                fp.write(json.dumps(m) + '\n')
+        write_manifest(mdir / split / 'data.jsonl', split_meta[split])
 
     splits = {s: dict(pieces=len(split_meta[s]),
                       hours=round(sum(m['duration'] for m in split_meta[s]) / 3600, 4),
