@@ -11,7 +11,7 @@ AC_SRC := $(VENV)/src/audiocraft-$(AUDIOCRAFT_VERSION)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export USER ?= audiocraft_mmd
 
-.PHONY: install dataset demo test test-fast test-audiocraft bench clean-outputs
+.PHONY: install dataset dataset-real demo test test-fast test-audiocraft bench clean-outputs
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ install:
 
 dataset:
 	$(PY) -m audiocraft_mmd.data.embedded_music --preset small
+
+# Real recordings (optional): pinned Debian game-soundtrack packages fetched with apt-get (no root), ~5 h of audio.
+dataset-real:
+	$(PY) -m audiocraft_mmd.data.real_music
 
 demo: dataset
 	$(PY) -m audiocraft_mmd.demo

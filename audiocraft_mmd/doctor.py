@@ -14,6 +14,17 @@ def check_dataset(manifest_dir: tp.Union[str, Path]) -> str:
     return f"{total} files open at the sample rate and duration their manifests say ({manifest_dir})"
 
 
+def check_real_dataset(root: tp.Optional[tp.Union[str, Path]] = None) -> str:
+    """The optional real-music preset (`make dataset-real`): absent is fine (a note on how to build it); if built,
+    every audio file its manifests list must open (see `check_dataset`)."""
+    from .data import real_music
+    mdir = real_music.manifest_dir(root)
+    if real_music.read_record(root) is None:
+        return ("not built (optional: `make dataset-real` fetches about 350 MB of Debian game soundtracks with "
+                "apt-get, 5 h of real recordings; docs/real_music.md)")
+    return "real music: " + check_dataset(mdir)
+
+
 def _checks() -> tp.Iterator[tp.Tuple[str, tp.Callable[[], str]]]:
     from . import env
 
@@ -58,6 +69,7 @@ def _checks() -> tp.Iterator[tp.Tuple[str, tp.Callable[[], str]]]:
     yield 'dora', dora_main
     yield 'visqol', visqol
     yield 'dataset', dataset
+    yield 'real dataset', check_real_dataset
 
 
 def main() -> int:
