@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 import typing as tp
 
 from dora.explore import Herd, Launcher
@@ -47,6 +48,7 @@ def grid_xps(name: str) -> tp.List[tp.Any]:
 STOPPED = -1000  # return code of an XP stopped at the deadline
 NOT_RUN = -1001  # return code of an XP not started before the deadline
 DEPENDENCY_FAILED = -1002  # return code of an XP whose tokenizer XP (same grid) did not finish
+CRASHED = -1003  # return code of an XP that this runner failed to start (its traceback is printed)
 TOKENIZER_KEY = 'compression_model_checkpoint='
 
 
@@ -55,7 +57,8 @@ def run_with_dependencies(xps: tp.Sequence[tp.Any], run_one: tp.Callable[[tp.Any
     list (an LM on a tokenizer the grid trains) waits for it, and is not run if it failed or stopped.
 
     Returns:
-        One return code per XP (DEPENDENCY_FAILED for the XPs not run because of their tokenizer).
+        One return code per XP (DEPENDENCY_FAILED for the XPs not run because of their tokenizer, CRASHED where
+        `run_one` raised).
     """
     from concurrent.futures import Future
     done: tp.Dict[str, Future] = {}
@@ -66,7 +69,12 @@ def run_with_dependencies(xps: tp.Sequence[tp.Any], run_one: tp.Callable[[tp.Any
                 # listed earlier, so submitted earlier: it is running or done (the pool is first in, first out)
                 if done[tokenizer].result() != 0:
                     return DEPENDENCY_FAILED
-        return run_one(xp)
+        try:
+            return run_one(xp)
+        except Exception:  # said now, not when the whole pool is done; the XPs that need this one are skipped
+            print(f"{xp.sig} could not be run:", file=sys.stderr, flush=True)
+            traceback.print_exc()
+            return CRASHED
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = []
@@ -198,10 +206,13 @@ def main(args: tp.Optional[tp.List[str]] = None) -> int:
         return 0
     deadline = None if opts.deadline is None else time.monotonic() + opts.deadline
 
+    # Hydra's config composition is not thread-safe: every folder is resolved here, before the worker threads
+    folders = {xp.sig: xp_folder(xp.argv, opts.overrides) for xp in xps} if opts.epochs is not None else {}
+
     def run_one(xp: tp.Any) -> int:
         if opts.epochs is None:
             return _run(xp.argv, opts.overrides, deadline)
-        folder = xp_folder(xp.argv, opts.overrides)
+        folder = folders[xp.sig]
         if committed_epochs(folder) >= opts.epochs:
             print(f"{xp.sig}: {opts.epochs} epochs already committed", flush=True)
             return 0

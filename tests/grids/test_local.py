@@ -148,3 +148,18 @@ def test_epochs_stops_each_xp_there_and_lets_its_lms_run(tmp_path, monkeypatch):
     assert local.main(['any', '--epochs', '2', '-j', '1']) == 0
     assert started == ['aaaaaaaa', 'cccccccc']  # the LM ran on its stopped tokenizer; 'dddddddd' had 3 epochs
     assert local.committed_epochs(tmp_path / 'aaaaaaaa') == 2 and local.committed_epochs(tmp_path / 'cccccccc') == 2
+
+
+def test_an_xp_the_runner_cannot_start_is_reported_at_once_and_skips_its_lms(capsys):
+    tok = _xp('aaaaaaaa', 'solver=compression/x')
+    lm = _xp('cccccccc', 'solver=musicgen/y', 'compression_model_checkpoint=aaaaaaaa')
+    other = _xp('eeeeeeee', 'solver=musicgen/y', 'seed=2')
+
+    def run_one(xp):
+        if xp is tok:
+            raise RuntimeError('no folder for aaaaaaaa')
+        return 0
+
+    assert local.run_with_dependencies([tok, lm, other], run_one, jobs=2) == [
+        local.CRASHED, local.DEPENDENCY_FAILED, 0]
+    assert 'aaaaaaaa could not be run' in capsys.readouterr().err
