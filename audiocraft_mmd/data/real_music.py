@@ -165,7 +165,7 @@ PACKAGES: tp.Dict[str, Package] = {p.name: p for p in [
         instrument='orchestra and synthesizers', keywords=('science fiction', 'game soundtrack'),
         music=('usr/share/games/ufoai/base/0music.pk3/music/*',),
         holders='2002-2014 The UFO:AI Team and the composers the copyright file lists per file',
-        licenses=('GPL-2+', 'CC-BY-3.0', 'CC-BY-SA-3.0', 'GPL-2', 'public-domain'), hours=4.008, tracks=63,
+        licenses=('GPL-2+', 'CC-BY-3.0', 'CC-BY-SA-3.0', 'GPL-2', 'public-domain'), hours=4.007, tracks=64,
         # Each composer's numbered series (Battlescape01..06, PsymongN1..5, ...) is kept together.
         theme_pattern=r'^(crystan|david|marine|psymong|van)[-_]?'),
     Package(
@@ -176,7 +176,7 @@ PACKAGES: tp.Dict[str, Package] = {p.name: p for p in [
         instrument='synthesizers', keywords=('ambient techno', 'game soundtrack'),
         music=('usr/share/games/warzone2100/music/*',),
         holders='1999-2004 Eidos Interactive, 2005-2013 Warzone 2100 Project; 2019-2022 LupusMechanicus',
-        licenses=('GPL-2+', 'CC-BY-SA-3.0+ or GPL-2+'), hours=4.049, tracks=30,
+        licenses=('GPL-2+', 'CC-BY-SA-3.0+ or GPL-2+'), hours=4.053, tracks=30,
         # The albums' own license.txt (not Debian's copyright file) names their composer and dual license.
         rights=(
             ('*/albums/original_soundtrack/*',
@@ -195,7 +195,7 @@ PACKAGES: tp.Dict[str, Package] = {p.name: p for p in [
         instrument='synthesizers', keywords=('family game', 'game soundtrack'),
         music=('usr/share/planetblupi/music/*',),
         holders='2017-2018 Mathieu Schroeter; 1997 Daniel Roux, EPSITEC SA & Denis Dumoulin',
-        licenses=('GPL-3+',), hours=2.720, tracks=10,
+        licenses=('GPL-3+',), hours=2.715, tracks=10,
         note='each file loops one piece for 10-29 min (music000: a 152 s loop played 11 times)'),
 ]}
 DEFAULT_PACKAGES = ('wesnoth-1.16-music', 'nexuiz-music', 'hyperrogue-music', 'drascula-music', 'asc-music')
@@ -825,7 +825,7 @@ def _sidecar(pkg: Package, track: dict, split: str, holders: str, license_: str)
     moods = list(pkg.moods)
     style_words = pkg.style if pkg.style.endswith(('score', 'instrumental')) else f'{pkg.style} piece'
     article = 'an' if style_words[:1].lower() in 'aeiou' else 'a'
-    description = f"{title}, {article} {style_words} from the {pkg.game} soundtrack, {' and '.join(moods[:2])}."
+    description = f"{title}, {article} {style_words} from the soundtrack of {pkg.game}, {' and '.join(moods[:2])}."
     duration = track['frames'] / SAMPLE_RATE
     return dict(
         title=title, artist=artist_of(holders), key=None, bpm=None, genre=pkg.style, moods=moods,
