@@ -425,6 +425,24 @@ def fetch_debs(packages: tp.Sequence[Package], cache: tp.Union[str, Path],
     return out
 
 
+def _extract_tar(tar: tarfile.TarFile, dest: Path) -> None:
+    """Extract regular files, folders and links that stay inside `dest` (tarfile's 'data' filter where this Python has
+    it: 3.10.12+, 3.11.4+; else the same check by hand)."""
+    try:
+        tar.extractall(dest, filter='data')
+        return
+    except TypeError:   # a Python without extraction filters
+        pass
+    root = dest.resolve()
+    for member in tar.getmembers():
+        target = (root / member.name).resolve()
+        link = (target.parent / member.linkname).resolve() if member.issym() else target
+        if not (member.isfile() or member.isdir() or member.issym()) or root not in (target, *target.parents) \
+                or root not in (link, *link.parents):
+            raise RealMusicError(f'refusing to extract {member.name!r}: not a file, folder or link inside the tree')
+    tar.extractall(dest)
+
+
 def _extract_deb_python(deb: Path, dest: Path) -> None:
     """`dpkg-deb -x` without dpkg: a .deb is an ar archive whose `data.tar.*` member holds the files."""
     with open(deb, 'rb') as fp:
@@ -442,7 +460,7 @@ def _extract_deb_python(deb: Path, dest: Path) -> None:
                     raise RealMusicError(f'{deb}: {member} is zstd-compressed, which Python cannot read: '
                                          'install dpkg (dpkg-deb)')
                 with tarfile.open(fileobj=io.BytesIO(fp.read(size)), mode='r:*') as tar:
-                    tar.extractall(dest, filter='data')
+                    _extract_tar(tar, dest)
                 return
             fp.seek(start + size + (size & 1))   # ar members are 2-byte aligned
     raise RealMusicError(f'{deb}: no data.tar member')

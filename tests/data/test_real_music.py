@@ -528,6 +528,34 @@ def test_python_extractor_matches_dpkg_deb(tmp_path, with_synthetic, monkeypatch
     assert strip(record['files']) == strip(rm.read_record(built_root)['files'])
 
 
+def test_tar_extraction_without_filters(tmp_path):
+    """On a Python without tarfile's extraction filters the same rule holds: files, folders and links inside."""
+    class NoFilters(tarfile.TarFile):
+        def extractall(self, path='.', members=None, *, numeric_owner=False, **kwargs):
+            if 'filter' in kwargs:
+                raise TypeError('no filter argument')
+            return super().extractall(path, members, numeric_owner=numeric_owner, filter='fully_trusted')
+
+    def tar_of(*members):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode='w') as tar:
+            for info, data in members:
+                tar.addfile(info, io.BytesIO(data) if data else None)
+        buf.seek(0)
+        return NoFilters(fileobj=buf)
+    f = tarfile.TarInfo('./a/b.txt')
+    f.size = 5
+    link = tarfile.TarInfo('./a/link')
+    link.type, link.linkname = tarfile.SYMTYPE, 'b.txt'
+    with tar_of((f, b'hello'), (link, None)) as tar:
+        rm._extract_tar(tar, tmp_path / 'ok')
+    assert (tmp_path / 'ok' / 'a' / 'link').read_text() == 'hello'
+    evil = tarfile.TarInfo('./evil')
+    evil.type, evil.linkname = tarfile.SYMTYPE, '/etc/passwd'
+    with tar_of((evil, None)) as tar, pytest.raises(rm.RealMusicError, match='refusing'):
+        rm._extract_tar(tar, tmp_path / 'bad')
+
+
 def test_pyav_fallback_decodes_what_libsndfile_cannot(monkeypatch):
     data = _ogg(2, 440, 0)
     ref, sr, decoder, _ = rm.decode_audio(data)
