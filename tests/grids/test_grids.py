@@ -10,14 +10,15 @@ from grids.local import grid_xps
 GRID_NAMES = sorted(m.name for m in pkgutil.iter_modules(grids.__path__) if not m.name.startswith('_')
                     and m.name != 'local')
 EXPECTED = {'mmd_sweep': 18, 'delay_ablation': 15, 'kernel_ablation': 15, 'estimator_ablation': 18,
-            'schedule_ablation': 6, 'reproduction': 21, 'long_training': 9, 'factorization_gap': 18}
+            'schedule_ablation': 6, 'reproduction': 21, 'long_training': 9, 'factorization_gap': 18,
+            'real_music': 6}
 
 
 def test_every_grid_is_listed():
     assert set(GRID_NAMES) == set(EXPECTED)
 
 
-@pytest.mark.slow  # composes all 105 XPs (about a minute on 2 cores)
+@pytest.mark.slow  # composes all 111 XPs (about a minute on 2 cores)
 @pytest.mark.parametrize('name', GRID_NAMES)
 def test_grid_builds_distinct_xps_at_small_scale(name, monkeypatch):
     monkeypatch.setenv('AUDIOCRAFT_MMD_GRID_SCALE', 'small')
@@ -90,3 +91,27 @@ def test_factorization_gap_trains_lms_on_the_reproduction_tokenizers(monkeypatch
     lm = next(xp for xp in cluster if xp.cfg.solver == 'musicgen_mmd')
     tokenizer = next(xp for xp in cluster if xp.sig == str(lm.cfg.compression_model_checkpoint))
     assert (tokenizer.cfg.rvq.bins, tokenizer.cfg.sample_rate) == (lm.cfg.transformer_lm.card, lm.cfg.sample_rate)
+
+
+@pytest.mark.parametrize('small', [True, False])
+def test_real_music_trains_the_reproduction_settings_on_the_real_preset(small, monkeypatch):
+    if small:
+        monkeypatch.setenv('AUDIOCRAFT_MMD_GRID_SCALE', 'small')
+    else:
+        monkeypatch.delenv('AUDIOCRAFT_MMD_GRID_SCALE', raising=False)
+    xps = grid_xps('real_music')
+    assert len(xps) == 6 and len({xp.sig for xp in xps}) == 6
+    for xp in xps:
+        assert all(str(xp.cfg.datasource[split]) == f'egs/real_music/{split}'
+                   for split in ('train', 'valid', 'evaluate', 'generate'))
+        assert xp.cfg.seed in (2024, 2025, 2026)
+    settings = {(float(xp.cfg.mmd.weight), float(xp.cfg.mmd.warmup.guard)) for xp in xps}
+    if small:
+        assert settings == {(0., 0.), (3., 0.1)}
+        # the reproduction grid's XPs with the dataset changed: the same config otherwise
+        assert {xp.sig for xp in xps}.isdisjoint(xp.sig for xp in grid_xps('reproduction'))
+        assert {tuple(a for a in xp.argv if not a.startswith('dset=')) for xp in xps} <= {
+            tuple(xp.argv) for xp in grid_xps('reproduction')}
+    else:
+        assert settings == {(0., 0.), (100., 0.)}
+        assert {(xp.cfg.sample_rate, xp.cfg.rvq.bins) for xp in xps} == {(32000, 2048)}
