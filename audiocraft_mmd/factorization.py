@@ -9,7 +9,9 @@ the same frozen h until their held-out NLL stops improving (early stopping on a 
 - independent heads p(q_k | h), one linear map per codebook (what the LM does), starting from the LM's own heads
   and refit (kept as they are if refitting does not help on held-out data);
 - chained heads p(q_k | h, q_1..q_{k-1} of the same tuple): those maps, frozen, plus one learned table per earlier
-  entry j < k, [card x card], zero at start, added to the logits (any pairwise dependence given h).
+  entry j < k, [card x card] (any pairwise dependence given h) or of rank R (`--rank`: fewer parameters, for a
+  weak dependence that a full table, fitted on tens of thousands of tuples, overfits before it finds), zero at
+  start, added to the logits.
 
 Their NLL difference on the valid split, in bits per frame summed over the codebooks, is the estimated cost of the
 factorization (0 if the tuple's entries are independent given h). It is an estimate with this head class: a
@@ -17,7 +19,8 @@ dependence the chained head cannot represent (three-way, or a pairwise one that 
 Known answers (tests/test_factorization.py): independent tuples give about 0, a copied codebook its entropy.
 
     python -m audiocraft_mmd.factorization LM_EXPORT_FOLDER [--clips 256] [--out result.json]
-    python -m audiocraft_mmd.factorization LM_SIG... | GRID [--small]   # writes <XP folder>/factorization.json
+    python -m audiocraft_mmd.factorization LM_SIG... | GRID [--small] [--epoch N] [--rank R]
+        # writes <XP folder>/factorization[_epochN][_rankR].json
 """
 import argparse
 import copy
@@ -35,12 +38,27 @@ from torch.nn import functional as F
 _LN2 = math.log(2.)
 
 
+def pair_table(cardinality: int, rank: tp.Optional[int] = None) -> nn.Module:
+    """Logits added to codebook k's given the symbol of an earlier entry j: a full [card x card] table, or of rank
+    `rank` (an embedding of q_j times an output map: 2 x card x rank parameters, far fewer than card x card, so
+    that a weak dependence can be fitted from tens of thousands of tuples without the table overfitting first).
+    Zero at start either way (the output map is zero, the embedding random, so that the gradient is not)."""
+    if rank is None:
+        table = nn.Embedding(cardinality, cardinality)
+        nn.init.zeros_(table.weight)
+        return table
+    output = nn.Linear(rank, cardinality, bias=False)
+    nn.init.zeros_(output.weight)
+    return nn.Sequential(nn.Embedding(cardinality, rank), output)
+
+
 class TupleHeads(nn.Module):
     """Per-codebook heads on a context h [N, D]: independent (linear), or chained (plus a pairwise table per
-    earlier entry of the tuple, zero-initialized so that training starts from the independent heads' form)."""
+    earlier entry of the tuple, full or of rank `rank`, zero-initialized so that training starts from the
+    independent heads' form)."""
 
     def __init__(self, dim: int, num_codebooks: int, cardinality: int, chained: bool,
-                 init: tp.Optional[tp.Sequence[nn.Linear]] = None):
+                 init: tp.Optional[tp.Sequence[nn.Linear]] = None, rank: tp.Optional[int] = None):
         super().__init__()
         self.chained = chained
         self.linears = nn.ModuleList(nn.Linear(dim, cardinality) for _ in range(num_codebooks))
@@ -53,9 +71,7 @@ class TupleHeads(nn.Module):
         if chained:
             for k in range(1, num_codebooks):
                 for j in range(k):
-                    table = nn.Embedding(cardinality, cardinality)
-                    nn.init.zeros_(table.weight)
-                    self.tables[f'{k}_{j}'] = table
+                    self.tables[f'{k}_{j}'] = pair_table(cardinality, rank)
 
     def nll(self, h: torch.Tensor, tuples: torch.Tensor) -> torch.Tensor:
         """Mean NLL per codebook in nats [K] of `tuples` [N, K] given `h` [N, D]."""
@@ -115,22 +131,24 @@ def fit_heads(heads: TupleHeads, h: torch.Tensor, tuples: torch.Tensor, paramete
 def factorization_cost(h_train: torch.Tensor, tuples_train: torch.Tensor, h_valid: torch.Tensor,
                        tuples_valid: torch.Tensor, cardinality: int, seed: int = 0,
                        init: tp.Optional[tp.Sequence[nn.Linear]] = None, linear_lr: float = 1e-3,
-                       table_lr: float = 1e-2) -> tp.Dict[str, tp.Any]:
+                       table_lr: float = 1e-2, rank: tp.Optional[int] = None) -> tp.Dict[str, tp.Any]:
     """Fit the independent heads on the train contexts (from `init`, the LM's own heads, when given), then the
     chained heads' tables on top of them with the linear maps frozen: the chained heads differ from the independent
-    ones only by what the tuple's earlier entries tell. Both are scored on the valid contexts.
+    ones only by what the tuple's earlier entries tell (through full pairwise tables, or tables of rank `rank`).
+    Both are scored on the valid contexts.
 
     Returns:
         `nll_independent_bits`, `nll_chained_bits` (per frame, summed over codebooks), `cost_bits` (their difference),
         the per-codebook values, and the epochs each fit ran.
     """
-    result: tp.Dict[str, tp.Any] = {'train_tuples': len(h_train), 'valid_tuples': len(h_valid), 'seed': seed}
+    result: tp.Dict[str, tp.Any] = {'train_tuples': len(h_train), 'valid_tuples': len(h_valid), 'seed': seed,
+                                    'rank': rank}
     torch.manual_seed(seed)
     dim, num_codebooks = h_train.shape[1], tuples_train.shape[1]
     independent = TupleHeads(dim, num_codebooks, cardinality, chained=False, init=init)
     result['epochs_independent'] = fit_heads(independent, h_train, tuples_train, independent.parameters(), seed=seed,
                                              lr=linear_lr)
-    chained = TupleHeads(dim, num_codebooks, cardinality, chained=True, init=list(independent.linears))
+    chained = TupleHeads(dim, num_codebooks, cardinality, chained=True, init=list(independent.linears), rank=rank)
     result['epochs_chained'] = fit_heads(chained, h_train, tuples_train, chained.tables.parameters(), seed=seed,
                                          lr=table_lr)
     for name, heads in (('independent', independent), ('chained', chained)):
@@ -222,7 +240,7 @@ def collect(musicgen: tp.Any, manifest: str, segment_duration: float, clips: int
 
 def measure(model: str, clips: int = 256, valid_clips: tp.Optional[int] = None, seed: int = 0,
             train_manifest: tp.Optional[str] = None, valid_manifest: tp.Optional[str] = None,
-            device: tp.Optional[str] = None) -> tp.Dict[str, tp.Any]:
+            device: tp.Optional[str] = None, rank: tp.Optional[int] = None) -> tp.Dict[str, tp.Any]:
     """The factorization cost of an LM (export folder or LM XP) on its own datasets' train and valid splits.
 
     Returns:
@@ -246,7 +264,7 @@ def measure(model: str, clips: int = 256, valid_clips: tp.Optional[int] = None, 
     h_valid, tuples_valid = collect(musicgen, manifests['valid'], segment, valid_clips or max(1, clips // 4),
                                     seed=seed)
     result = factorization_cost(h_train, tuples_train, h_valid, tuples_valid, lm.card, seed=seed,
-                                init=[linear.float().cpu() for linear in lm.linears])
+                                init=[linear.float().cpu() for linear in lm.linears], rank=rank)
     result.update({'model': str(folder), 'lm_sig': provenance.get('lm_sig'), 'tokenizer': provenance.get('tokenizer'),
                    'delays': delays, 'segment_duration': segment, **{f'{k}_manifest': v for k, v in manifests.items()}})
     return result
@@ -262,27 +280,40 @@ def _row(result: tp.Dict[str, tp.Any]) -> str:
             f"{result['valid_tuples']} |")
 
 
-def measure_xps(targets: tp.Sequence[str], small: bool = False, force: bool = False,
+def result_name(epoch: tp.Optional[int] = None, rank: tp.Optional[int] = None) -> str:
+    """File name, in an LM's XP folder, of the diagnostic on its checkpoint of `epoch` (None: its last) with
+    pairwise tables of rank `rank` (None: full); `audiocraft_mmd.report` reads the same name."""
+    return 'factorization' + (f'_epoch{epoch}' if epoch else '') + (f'_rank{rank}' if rank else '') + '.json'
+
+
+def measure_xps(targets: tp.Sequence[str], small: bool = False, force: bool = False, epoch: tp.Optional[int] = None,
                 **kwargs: tp.Any) -> tp.List[tp.Dict[str, tp.Any]]:
     """Run the diagnostic on the trained delay/parallel LMs of a grid or of XP signatures, writing each result to
-    `<XP folder>/factorization.json` (what `audiocraft_mmd.report` shows); XPs measured before are read back unless
-    `force`. Other XPs (tokenizers, unroll LMs, LMs without a checkpoint yet) are skipped."""
+    `<XP folder>/factorization*.json` (`result_name`: what `audiocraft_mmd.report` shows); XPs measured before are
+    read back unless `force`. Other XPs (tokenizers, unroll LMs, LMs without that checkpoint yet) are skipped.
+
+    Args:
+        epoch (int, optional): measure each LM's `checkpoint_{epoch}.th` (AudioCraft keeps one every
+            `checkpoint.keep_every_states` epochs) rather than its last: LMs compared at equal updates.
+    """
     from .report import LM_SOLVERS, resolve_targets
     from .solvers.musicgen_mmd import pattern_step_delays
     from audiocraft.models.builders import get_codebooks_pattern_provider
     results = []
     for xp in resolve_targets(targets, small=small):
         cfg = xp.cfg
-        if cfg.solver not in LM_SOLVERS or not (xp.folder / 'checkpoint.th').exists():
+        checkpoint = xp.folder / ('checkpoint.th' if epoch is None else f'checkpoint_{epoch}.th')
+        if cfg.solver not in LM_SOLVERS or not checkpoint.exists():
             continue
         if not pattern_step_delays(get_codebooks_pattern_provider(cfg.transformer_lm.n_q, cfg.codebooks_pattern),
                                    cfg.transformer_lm.n_q):
             continue
-        out = xp.folder / 'factorization.json'
+        out = xp.folder / result_name(epoch, kwargs.get('rank'))
         if out.exists() and not force:
             results.append(json.loads(out.read_text()))
             continue
-        result = measure(xp.sig, seed=int(cfg.seed), **kwargs)
+        result = measure(xp.sig if epoch is None else str(checkpoint), seed=int(cfg.seed), **kwargs)
+        result.update({'lm_sig': xp.sig, 'epoch': epoch})
         out.write_text(json.dumps(result, indent=1))
         results.append(result)
     return results
@@ -299,18 +330,22 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
     parser.add_argument('--seed', type=int, default=0, help="for an export folder (XPs use their own seed)")
     parser.add_argument('--train', default=None, help="train manifest (default: the LM's datasource.train)")
     parser.add_argument('--valid', default=None, help="valid manifest (default: the LM's datasource.valid)")
+    parser.add_argument('--rank', type=int, default=None, help="rank of the chained heads' pairwise tables "
+                        "(default: full card x card tables)")
+    parser.add_argument('--epoch', type=int, default=None, help="XPs: measure checkpoint_EPOCH.th (LMs at equal "
+                        "updates) rather than the last checkpoint")
     parser.add_argument('--device', default=None)
     parser.add_argument('--out', type=Path, default=None, help="a folder target: write the result as JSON here")
     opts = parser.parse_args(argv)
     options = dict(clips=opts.clips, valid_clips=opts.valid_clips, train_manifest=opts.train,
-                   valid_manifest=opts.valid, device=opts.device)
+                   valid_manifest=opts.valid, device=opts.device, rank=opts.rank)
     if len(opts.targets) == 1 and ('/' in opts.targets[0] or Path(opts.targets[0]).exists()):
         results = [measure(opts.targets[0], seed=opts.seed, **options)]  # an export folder (or an XP folder)
         if opts.out is not None:
             opts.out.parent.mkdir(parents=True, exist_ok=True)
             opts.out.write_text(json.dumps(results[0], indent=1))
     else:
-        results = measure_xps(opts.targets, small=opts.small, force=opts.force, **options)
+        results = measure_xps(opts.targets, small=opts.small, force=opts.force, epoch=opts.epoch, **options)
     print(ROW_HEADER)
     for result in results:
         print(_row(result))

@@ -5,7 +5,9 @@ metrics the paper's questions need, read from each XP's Dora history (the last e
 writes PNG plots into --out: total correlation minus its shuffled baseline, reconstruction quality and codebook
 utilization against the weight, and the pairwise mutual-information heatmap of the first XP of each setting.
 Tokenizers (compression XPs) and LMs (musicgen XPs: NLL in bits per frame, per-codebook cross-entropy, the
-dependence of the modelled tokens on the LM's one-step tuple) get a table each.
+dependence of the modelled tokens on the LM's one-step tuple) get a table each. With `--dset NAME` the tokenizer
+table's evaluate columns are the XPs' cross-domain evaluations on that preset (`python -m audiocraft_mmd.evaluate
+--dset NAME`, written to `<XP folder>/evaluate_<NAME, / as _>.json`) instead of their history's.
 """
 import argparse
 from collections import OrderedDict
@@ -75,33 +77,50 @@ def _mean_std(values: tp.List[float]) -> tp.Tuple[float, float]:
     return mean, math.sqrt(var)
 
 
-def collect(xps: tp.Sequence[tp.Any], columns: tp.Optional[tp.List[tp.Tuple[str, str, str, str]]] = None
+def collect(xps: tp.Sequence[tp.Any], columns: tp.Optional[tp.List[tp.Tuple[str, str, str, str]]] = None,
+            epoch: tp.Optional[int] = None, rank: tp.Optional[int] = None, dset: tp.Optional[str] = None
             ) -> tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]]:
     """Group XPs by setting; each entry holds the sig, argv, epochs run and the metrics of `columns` (default: the
-    tokenizer's COLUMNS)."""
+    tokenizer's COLUMNS).
+
+    Args:
+        epoch (int, optional): read each XP's history up to this epoch only (XPs compared at equal updates), and
+            the factorization diagnostic run on that epoch's checkpoint.
+        rank (int, optional): the diagnostic's result with pairwise tables of this rank (`--rank` there).
+        dset (str, optional): tokenizers' evaluate metrics from their evaluation on this dataset preset
+            (`evaluate --dset`), not from their history; an XP not evaluated there gets none.
+    """
     columns = COLUMNS if columns is None else columns
+    from .factorization import result_name
     from .train import main
     groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]] = OrderedDict()
     for xp in xps:
         history = main.get_xp_history(xp)
+        if epoch is not None:
+            trained = [i for i, entry in enumerate(history) if 'train' in entry]
+            history = history[:trained[epoch - 1] + 1] if len(trained) >= epoch else history
         # epochs that trained: an XP evaluated after a stop (`audiocraft_mmd.evaluate --commit`) has one more entry
         history_trained = [epoch for epoch in history if 'train' in epoch]
         row: tp.Dict[str, tp.Any] = {'sig': xp.sig, 'argv': list(xp.argv), 'epochs': len(history_trained),
                                      'cfg': xp.cfg, 'history': history}
-        derived = _derived(xp, history) if xp.cfg.solver in LM_SOLVERS else {}
+        derived = _derived(xp, history, result_name(epoch, rank)) if xp.cfg.solver in LM_SOLVERS else {}
+        if dset is not None and xp.cfg.solver not in LM_SOLVERS:
+            derived = {'evaluate': _cross_domain(xp, dset, len(history_trained))}
         for stage, key, _, _ in columns:
             value = derived.get(stage, {}).get(key) if stage in derived else _last_with(history, stage).get(key)
             row[f'{stage}/{key}'] = -value if value is not None and key in NEGATED else value
         # Pairwise MI, keys codes_mi_{i}{j} with 1-based codebooks i < j.
-        row['mi'] = {(int(k[-2]), int(k[-1])): v for k, v in _last_with(history, 'evaluate').items()
+        evaluated = derived['evaluate'] if 'evaluate' in derived else _last_with(history, 'evaluate')
+        row['mi'] = {(int(k[-2]), int(k[-1])): v for k, v in evaluated.items()
                      if k.startswith('codes_mi_') and k[len('codes_mi_'):].isdigit()}
         groups.setdefault(_lm_setting(xp.argv) if xp.cfg.solver in LM_SOLVERS else _setting(xp.argv), []).append(row)
     return groups
 
 
-def _derived(xp: tp.Any, history: tp.List[dict]) -> tp.Dict[str, tp.Dict[str, float]]:
+def _derived(xp: tp.Any, history: tp.List[dict], diagnostic_name: str = 'factorization.json'
+             ) -> tp.Dict[str, tp.Dict[str, float]]:
     """What an LM's table needs beyond the last logged values: the best valid NLL and the updates it took (the
-    plateau, with early stopping), and the factorization diagnostic's result if it ran (`factorization.json`)."""
+    plateau, with early stopping), and the factorization diagnostic's result if it ran (`diagnostic_name`)."""
     import json
     valid = [(i, epoch['valid']['nll_bits_per_frame']) for i, epoch in enumerate(history, 1)
              if 'nll_bits_per_frame' in epoch.get('valid', {})]
@@ -109,10 +128,29 @@ def _derived(xp: tp.Any, history: tp.List[dict]) -> tp.Dict[str, tp.Dict[str, fl
     if valid:
         epoch, best = min(valid, key=lambda item: item[1])
         derived['best'] = {'nll_bits_per_frame': best, 'updates': epoch * xp.cfg.optim.updates_per_epoch}
-    diagnostic = Path(xp.folder) / 'factorization.json'
+    diagnostic = Path(xp.folder) / diagnostic_name
     if diagnostic.exists():
         derived['factorization'] = json.loads(diagnostic.read_text())
     return derived
+
+
+def _cross_domain(xp: tp.Any, dset: str, epochs: int) -> tp.Dict[str, float]:
+    """The evaluate metrics of `python -m audiocraft_mmd.evaluate --dset dset` on XP `xp` (empty, with a note on
+    stderr, if it has not run; a note too if the XP's history has another number of epochs than the checkpoint
+    evaluated then)."""
+    import json
+    from .evaluate import cross_domain_path
+    path = cross_domain_path(xp.folder, dset)
+    if not path.exists():
+        print(f"XP {xp.sig}: not evaluated on {dset}: python -m audiocraft_mmd.evaluate --dset {dset} {xp.sig}",
+              file=sys.stderr)
+        return {}
+    record = json.loads(path.read_text())
+    if record.get('epochs') != epochs:
+        print(f"XP {xp.sig}: its evaluation on {dset} is of a checkpoint at epoch {record.get('epochs')}, the table's "
+              f"history has {epochs} epochs: rerun python -m audiocraft_mmd.evaluate --dset {dset} {xp.sig}",
+              file=sys.stderr)
+    return record['evaluate']
 
 
 def _lm_setting(argv: tp.Sequence[str]) -> str:
@@ -278,7 +316,21 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
     parser.add_argument('--per-xp', action='store_true', help="also print one row per XP")
     parser.add_argument('--per-epoch', metavar='STAGE/KEY', action='append', default=[],
                         help="also print this logged metric per XP and epoch, e.g. valid/codes_util_min")
+    parser.add_argument('--epoch', type=int, default=None, help="each XP as it was at this epoch (equal updates), "
+                        "with the factorization diagnostic run on that epoch (`factorization --epoch`)")
+    parser.add_argument('--rank', type=int, default=None, help="the factorization diagnostic run with pairwise "
+                        "tables of this rank (`factorization --rank`)")
+    parser.add_argument('--dset', default=None, metavar='NAME', help="tokenizers' evaluate columns from their "
+                        "evaluation on this dataset preset (`evaluate --dset NAME`), not their history's")
     opts = parser.parse_args(argv)
+    if opts.epoch is not None and opts.epoch < 1:
+        parser.error(f"--epoch must be at least 1, got {opts.epoch}")
+    if opts.dset is not None:
+        from .evaluate import check_dset
+        try:
+            check_dset(opts.dset)
+        except ValueError as exc:
+            parser.error(str(exc))
     xps = resolve_targets(opts.targets, small=opts.small)
     lms = [xp for xp in xps if xp.cfg.solver in LM_SOLVERS]
     tokenizers = [xp for xp in xps if xp.cfg.solver not in LM_SOLVERS]
@@ -289,7 +341,8 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
         if groups:
             print()
         columns = columns_for(kind)
-        kind_groups = collect(kind, columns)
+        kind_groups = collect(kind, columns, epoch=opts.epoch, rank=opts.rank,
+                              dset=opts.dset if kind is tokenizers else None)
         print(markdown_table(kind_groups, columns=columns))
         if opts.per_xp:
             print()

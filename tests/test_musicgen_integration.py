@@ -251,6 +251,26 @@ def test_factorization_diagnostic_on_a_trained_lm(lm_folder, tmp_path, in_dora_d
     assert report.main([lm_folder.name]) == 0
     table = capsys.readouterr().out
     assert 'factorization cost (bits/frame)' in table and f"{saved['cost_bits']:.3f}" in table
+    # at an epoch's checkpoint (what `checkpoint.keep_every_states=2` keeps) and with low-rank tables: its own file
+    shutil.copy(lm_folder / 'checkpoint.th', lm_folder / 'checkpoint_2.th')
+    assert factorization.main([lm_folder.name, '--epoch', '2', '--rank', '2', '--clips', '8',
+                               '--valid_clips', '4']) == 0
+    at_epoch = json.loads((lm_folder / 'factorization_epoch2_rank2.json').read_text())
+    assert (at_epoch['epoch'], at_epoch['rank'], at_epoch['lm_sig']) == (2, 2, lm_folder.name)
+    assert at_epoch['model'].endswith('export_checkpoint_2')
+    capsys.readouterr()
+    assert report.main([lm_folder.name, '--epoch', '2', '--rank', '2']) == 0
+    assert f"{at_epoch['cost_bits']:.3f}" in capsys.readouterr().out
+
+
+def test_report_reads_each_lm_as_it_was_at_an_epoch(lm_folder, in_dora_dir):
+    from audiocraft_mmd import report
+    xp = report.resolve_targets([lm_folder.name])[0]
+    logged = history(lm_folder)
+    for epoch in (1, 2):
+        row = next(iter(report.collect([xp], report.lm_columns(4), epoch=epoch).values()))[0]
+        assert row['epochs'] == epoch
+        assert row['valid/nll_bits_per_frame'] == logged[epoch - 1]['valid']['nll_bits_per_frame']
 
 
 def test_report_plots_the_cost_against_the_tokenizers_dependence(lm_folder, tmp_path, in_dora_dir):
