@@ -11,11 +11,19 @@ Prints one Markdown row per XP (the codes' dependence on the LM's tuples, SI-SNR
   entry (the checkpoint holds the history up to its last epoch);
 * `--tokenizer PATH`: evaluate an exported tokenizer (`python -m audiocraft_mmd.export`) with its XP's config,
   for an XP trained elsewhere (a lent GPU machine, a cluster) whose folder here holds its history but no
-  checkpoint.
+  checkpoint;
+* `--dset NAME` (e.g. `audio/real_music`, `audio/embedded_music`): cross-domain evaluation, on another dataset
+  preset's evaluate split. The XP's command line is composed again with `dset=NAME` (Hydra's composition, as `dora
+  run ... dset=NAME` would build it), and that config's solver restores the XP's last checkpoint. The result is not
+  an entry of the XP's history (never with `--commit`): it goes to `<XP folder>/evaluate_<NAME, / as _>.json`,
+  which `python -m audiocraft_mmd.report --dset NAME` reads. The XP's own dataset gives its same-domain row,
+  computed the same way.
 
 Like AudioCraft's run_one_stage, it evaluates the best state (for compression XPs without EMA: the last model).
 """
 import argparse
+import json
+from pathlib import Path
 import sys
 import typing as tp
 
@@ -26,6 +34,68 @@ from .data.check import BadManifestError
 KEYS = ['codes_tc', 'codes_tc_excess', 'codes_tc_norm', 'codes_mi_mean', 'codes_mi_mean_excess', 'codes_util_min',
         'sisnr', 'visqol']
 NEGATED = {'sisnr'}  # AudioCraft logs the negated SI-SNR (a loss): the row shows SI-SNR in dB
+
+
+def available_dsets() -> tp.List[str]:
+    """The dataset presets `dset=NAME` can name: this package's `config/dset/` and AudioCraft's, without the
+    abstract ones (no evaluate split, or `???`: AudioCraft's `default` files).
+
+    Returns:
+        Sorted names, e.g. ['audio/audiocaps_16khz', ..., 'audio/real_music', ...].
+    """
+    import yaml
+    from .env import REPO_ROOT, audiocraft_config_dir
+    names = set()
+    for root in (REPO_ROOT / 'config' / 'dset', audiocraft_config_dir() / 'dset'):
+        for path in root.rglob('*.yaml'):
+            try:
+                evaluate = (yaml.safe_load(path.read_text()) or {}).get('datasource', {}).get('evaluate')
+            except (OSError, yaml.YAMLError, AttributeError):
+                continue
+            if isinstance(evaluate, str) and evaluate != '???':
+                names.add(path.relative_to(root).with_suffix('').as_posix())
+    return sorted(names)
+
+
+def check_dset(dset: str) -> None:
+    """Raise ValueError naming the available presets when `dset` is not one of them (before any XP is loaded).
+
+    Args:
+        dset (str): a dataset preset name as `dset=` takes it, e.g. `audio/real_music`.
+    """
+    available = available_dsets()
+    if dset not in available:
+        raise ValueError(f"unknown dataset preset {dset!r} (--dset takes what `dset=` takes: a file under "
+                         f"config/dset/ of this package or of AudioCraft, without .yaml); available: "
+                         f"{', '.join(available)}")
+
+
+def cross_domain_path(folder: tp.Union[str, Path], dset: str) -> Path:
+    """Where `evaluate_xp(..., dset=dset)` writes its result: `<folder>/evaluate_<dset, / as _>.json`.
+
+    Args:
+        folder: the XP's folder.
+        dset (str): the dataset preset, e.g. `audio/real_music` (-> `evaluate_audio_real_music.json`).
+    Returns:
+        The path (the file holds `dset`, `sig`, `epochs`, ..., and the metrics under `evaluate`).
+    """
+    return Path(folder) / f"evaluate_{dset.replace('/', '_')}.json"
+
+
+def dset_config(xp: tp.Any, dset: str) -> tp.Any:
+    """The XP's config composed with `dset=NAME`: its command line (any `dset=` in it replaced) composed again by
+    Dora and Hydra, as `dora run <argv> dset=NAME` would build it. The result names another XP (the signature
+    changes); only its config is used.
+
+    Args:
+        xp: the Dora XP.
+        dset (str): the dataset preset.
+    Returns:
+        The composed config (DictConfig).
+    """
+    from .train import main
+    argv = [arg for arg in xp.argv if not arg.lstrip('+').startswith('dset=')] + [f'dset={dset}']
+    return main.get_xp(argv).cfg
 
 
 def check_evaluate_data(cfg: tp.Any) -> None:
@@ -52,8 +122,8 @@ def check_evaluate_data(cfg: tp.Any) -> None:
 
 def evaluate_xp(sig: str, commit: bool = False, visqol: tp.Optional[bool] = None,
                 measure_pattern: tp.Optional[str] = 'delay', device: tp.Optional[str] = None,
-                tokenizer: tp.Optional[str] = None) -> tp.Dict[str, float]:
-    """Run the evaluate stage of XP `sig` on its last checkpoint.
+                tokenizer: tp.Optional[str] = None, dset: tp.Optional[str] = None) -> tp.Dict[str, float]:
+    """Run the evaluate stage of XP `sig` on its last checkpoint (on its own dataset, or on preset `dset`).
 
     Args:
         sig (str): Dora signature of the XP (in this package's Dora folder).
@@ -64,14 +134,25 @@ def evaluate_xp(sig: str, commit: bool = False, visqol: tp.Optional[bool] = None
         device (str, optional): device to run on; None keeps the XP's.
         tokenizer (str, optional): exported tokenizer (`compression_state_dict.bin`) to evaluate instead of the
             XP's checkpoint; not with `commit`.
+        dset (str, optional): evaluate on this dataset preset's evaluate split (the XP's config composed with
+            `dset=NAME`); the metrics are written to `cross_domain_path(xp.folder, dset)`, not to the history, so
+            not with `commit`.
     Returns:
         The evaluate metrics.
     """
-    from .train import get_solver_from_sig, get_xp_from_sig
-    xp = get_xp_from_sig(sig)
-    check_evaluate_data(xp.cfg)
     if tokenizer is not None and commit:
         raise ValueError("--commit records a checkpoint's evaluation in its XP's history: not with --tokenizer.")
+    if dset is not None:
+        if commit:
+            raise ValueError("--commit appends to the XP's own history, which holds evaluations on its own "
+                             f"dataset: a --dset evaluation goes to evaluate_{dset.replace('/', '_')}.json in the "
+                             "XP's folder instead. Drop --commit (or --dset).")
+        check_dset(dset)
+    from omegaconf import OmegaConf
+    from .train import get_solver_from_sig, get_xp_from_sig, main
+    xp = get_xp_from_sig(sig)
+    cfg = xp.cfg if dset is None else dset_config(xp, dset)
+    check_evaluate_data(cfg)
     if tokenizer is None and not (xp.folder / 'checkpoint.th').exists():
         raise FileNotFoundError(f"XP {sig} has no checkpoint in {xp.folder}: it stopped before its first epoch "
                                 "ended. Resume it with its `dora run` command.")
@@ -82,7 +163,10 @@ def evaluate_xp(sig: str, commit: bool = False, visqol: tp.Optional[bool] = None
         override['mmd'] = {'measure_pattern': measure_pattern}
     if device is not None:
         override['device'] = device
-    solver = get_solver_from_sig(sig, override_cfg=override, load_best=False, restore=tokenizer is None)
+    # With dset: the composed config differs from the XP's in what the preset sets (`datasource`), so merged over
+    # the XP's config it gives that config; the solver still restores from the XP's folder (`xp.enter()`).
+    override_cfg: tp.Any = override if dset is None else OmegaConf.merge(cfg, override)
+    solver = get_solver_from_sig(sig, override_cfg=override_cfg, load_best=False, restore=tokenizer is None)
     if tokenizer is not None:
         package = torch.load(tokenizer, map_location='cpu', weights_only=False)
         if not isinstance(package, dict) or 'best_state' not in package:
@@ -90,12 +174,22 @@ def evaluate_xp(sig: str, commit: bool = False, visqol: tp.Optional[bool] = None
                              "`python -m audiocraft_mmd.export SIG OUT_DIR`.")
         solver.model.load_state_dict(package['best_state'])
         with torch.no_grad():
-            return solver.run_stage('evaluate', solver.evaluate)
-    if commit:
+            metrics = solver.run_stage('evaluate', solver.evaluate)
+    elif commit:
         solver.run_one_stage('evaluate')
         return solver.history[-1]['evaluate']
-    with torch.no_grad(), solver.swap_best_state():
-        return solver.run_stage('evaluate', solver.evaluate)
+    else:
+        with torch.no_grad(), solver.swap_best_state():
+            metrics = solver.run_stage('evaluate', solver.evaluate)
+    if dset is not None:
+        from .data.common import write_text_atomic
+        history = solver.history if tokenizer is None else main.get_xp_history(xp)
+        record = {'sig': sig, 'dset': dset, 'evaluate_manifest': str(solver.cfg.datasource.evaluate),
+                  'epochs': sum('train' in entry for entry in history), 'tokenizer': tokenizer,
+                  'measure_pattern': str(solver.cfg.mmd.measure_pattern) if 'mmd' in solver.cfg else None,
+                  'evaluate': {key: float(value) for key, value in metrics.items()}}
+        write_text_atomic(cross_domain_path(xp.folder, dset), json.dumps(record, indent=1) + '\n')
+    return metrics
 
 
 def main(args: tp.Optional[tp.List[str]] = None) -> int:
@@ -112,9 +206,20 @@ def main(args: tp.Optional[tp.List[str]] = None) -> int:
     parser.add_argument('--threads', type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument('--tokenizer', default=None,
                         help="exported tokenizer to evaluate instead of the checkpoint (one SIG only)")
+    parser.add_argument('--dset', default=None, metavar='NAME',
+                        help="evaluate on this dataset preset's evaluate split (e.g. audio/real_music); written to "
+                             "<XP folder>/evaluate_<NAME, / as _>.json, not to the history")
     opts = parser.parse_args(args)
     if opts.tokenizer is not None and len(opts.sigs) != 1:
         parser.error("--tokenizer evaluates one XP's tokenizer: pass one SIG")
+    if opts.dset is not None:
+        if opts.commit:
+            parser.error("--commit appends to each XP's own history (its own dataset's evaluations): not with "
+                         "--dset, whose results go to <XP folder>/evaluate_<NAME>.json. Drop one of the two.")
+        try:
+            check_dset(opts.dset)
+        except ValueError as exc:
+            parser.error(str(exc))
     if opts.threads:
         torch.set_num_threads(opts.threads)
     print('| XP | ' + ' | '.join('SI-SNR (dB)' if k == 'sisnr' else k for k in KEYS) + ' |')
@@ -123,12 +228,16 @@ def main(args: tp.Optional[tp.List[str]] = None) -> int:
         visqol = False if opts.no_visqol else (True if opts.visqol else None)
         try:
             metrics = evaluate_xp(sig, commit=opts.commit, visqol=visqol, measure_pattern=opts.measure_pattern,
-                                  device=opts.device, tokenizer=opts.tokenizer)
+                                  device=opts.device, tokenizer=opts.tokenizer, dset=opts.dset)
         except BadManifestError as exc:
             print(f"XP {sig}: not evaluated, {exc}", file=sys.stderr)
             return 1
         cells = [f'{(-1 if k in NEGATED else 1) * float(metrics[k]):.3f}' if k in metrics else '' for k in KEYS]
         print(f"| {sig} | " + ' | '.join(cells) + ' |', flush=True)
+        if opts.dset is not None:
+            from .train import get_xp_from_sig
+            print(f"XP {sig} on {opts.dset}: wrote {cross_domain_path(get_xp_from_sig(sig).folder, opts.dset)}",
+                  file=sys.stderr, flush=True)
     return 0
 
 

@@ -179,6 +179,60 @@ def test_evaluate_remeasures_and_commits_only_when_asked(trained_copy):
     assert (trained_copy / 'checkpoint.th').read_bytes() == checkpoint
 
 
+@pytest.fixture
+def real_music_preset(tmp_path, monkeypatch):
+    """Where `dset=audio/real_music` finds a built preset: the repository's (`make dataset-real`), else, as in a
+    fresh clone, a tiny one built from the synthetic packages of tests/data/test_real_music.py (no apt-get, no
+    network) in a folder the test then runs from (the dset's manifest paths are relative to the working folder;
+    the embedded preset is linked there)."""
+    import importlib.util
+    from audiocraft_mmd.data import real_music
+    if real_music.is_built(REPO_ROOT):
+        return REPO_ROOT
+    # Test modules cannot import each other under importlib mode: load its helpers from the file.
+    spec = importlib.util.spec_from_file_location('_real_music_test_helpers',
+                                                  REPO_ROOT / 'tests' / 'data' / 'test_real_music.py')
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    debs = tmp_path / 'debs'
+    debs.mkdir()
+    packages = helpers._synthetic(debs)
+    for name, package in packages.items():
+        monkeypatch.setitem(real_music.PACKAGES, name, package)
+    real_music.build(packages=list(packages), out=tmp_path, debs=debs, workers=1, verbose=False)
+    (tmp_path / 'egs' / 'embedded_music').symlink_to(REPO_ROOT / 'egs' / 'embedded_music')
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_evaluate_on_another_dataset_preset_writes_its_own_file(trained_copy, real_music_preset, capsys):
+    from audiocraft_mmd import evaluate, report
+    before = history(trained_copy)
+    own = evaluate.evaluate_xp(trained_copy.name, visqol=False)
+    real = evaluate.evaluate_xp(trained_copy.name, visqol=False, dset='audio/real_music')
+    assert history(trained_copy) == before  # a cross-domain result is never an entry of the XP's history
+    record = json.loads((trained_copy / 'evaluate_audio_real_music.json').read_text())
+    assert (record['sig'], record['dset'], record['epochs']) == (trained_copy.name, 'audio/real_music', 2)
+    assert record['evaluate_manifest'] == str(real_music_preset / 'egs' / 'real_music' / 'evaluate')
+    assert record['evaluate'] == pytest.approx(real) and {'codes_tc', 'sisnr'} <= set(real)
+    assert real['sisnr'] != pytest.approx(own['sisnr'])
+    # the XP's own preset: the same-domain row, computed the same way, is its own evaluation
+    same = evaluate.evaluate_xp(trained_copy.name, visqol=False, dset='audio/embedded_music')
+    for key in ('codes_tc', 'codes_mi_mean', 'sisnr'):
+        assert same[key] == pytest.approx(own[key], rel=1e-6, abs=1e-9), key
+    assert json.loads((trained_copy / 'evaluate_audio_embedded_music.json').read_text())['evaluate'] == \
+        pytest.approx(same)
+    capsys.readouterr()
+    assert evaluate.main(['--no_visqol', '--dset', 'audio/real_music', trained_copy.name]) == 0
+    out, err = capsys.readouterr()
+    assert f"| {trained_copy.name} | " in out and 'evaluate_audio_real_music.json' in err
+    assert history(trained_copy) == before
+    assert report.main([trained_copy.name, '--dset', 'audio/real_music']) == 0
+    row = capsys.readouterr().out.splitlines()[2]
+    real = json.loads((trained_copy / 'evaluate_audio_real_music.json').read_text())['evaluate']
+    assert f"| {-real['sisnr']:.2f} |" in row and f"| {real['codes_tc']:.3f} |" in row
+
+
 def test_evaluate_without_checkpoint_says_how_to_resume(trained_copy):
     from audiocraft_mmd.evaluate import evaluate_xp
     (trained_copy / 'checkpoint.th').unlink()
