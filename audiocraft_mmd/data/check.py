@@ -14,8 +14,9 @@ inside compressed files; PCM WAV has no such failure mode). Measured on the 2-co
 cache warm: headers of the small embedded set's 51 files 8 ms, full decode 0.17 s for its 0.98 h of 32 kHz
 PCM_16 audio (so about 2.5 s for the large set's 12.7 h), while other jobs used the CPUs.
 
-Used by `python -m audiocraft_mmd.data.embedded_music --check [MANIFEST...]`, `python -m audiocraft_mmd.doctor`
-and `python -m audiocraft_mmd.evaluate` (before it starts).
+Used by `python -m audiocraft_mmd.data.embedded_music --check [MANIFEST...]`, `python -m audiocraft_mmd.data.real_music
+--check`, `python -m audiocraft_mmd.doctor` and `python -m audiocraft_mmd.evaluate` (before it starts). A bad file's fix
+names the command that rebuilds its preset where one of these builders wrote it.
 """
 from __future__ import annotations
 
@@ -70,8 +71,43 @@ def _open_text(path: Path) -> tp.IO[str]:
     return gzip.open(path, 'rt', encoding='utf-8') if path.suffix == '.gz' else open(path, encoding='utf-8')
 
 
+def _real_music_hint(egs: Path) -> tp.Optional[str]:
+    """The `real_music` command that rebuilds the preset whose manifests and build record are in `egs`
+    (`<root>/egs/<name>`); None if it holds packages this code does not pin (tests' synthetic packages)."""
+    from . import real_music
+    try:
+        record = json.loads((egs / real_music.RECORD).read_text())
+        cfg = record['config']
+        pins = [(p['name'], p['version']) for p in cfg['packages']]
+        debs = {str(Path(p['deb_used']).parent) for p in record.get('packages', []) if p.get('deb_used')}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if any(name not in real_music.PACKAGES or real_music.PACKAGES[name].version != version for name, version in pins):
+        return None
+    args = ['python -m audiocraft_mmd.data.real_music']
+    names = [name for name, _ in pins]
+    if names != list(real_music.DEFAULT_PACKAGES):
+        args.append('--packages ' + ' '.join(names))
+    root = egs.parent.parent
+    if root.resolve() != real_music.REPO_ROOT.resolve():
+        args.append(f'--out {root}')
+    if egs.name != real_music.NAME:
+        args.append(f'--name {egs.name}')
+    if cfg.get('min_seconds', real_music.MIN_SECONDS) != real_music.MIN_SECONDS:
+        args.append(f"--min-seconds {cfg['min_seconds']:g}")
+    if cfg.get('allow_empty_splits'):
+        args.append('--allow-empty-splits')
+    if len(debs) == 1 and Path(next(iter(debs))).resolve() != real_music.default_cache(root).resolve():
+        args.append(f'--debs {next(iter(debs))}')   # built from pre-downloaded files: the same folder again
+    return ' '.join(args)   # a rerun verifies every checksum and rebuilds what does not match
+
+
 def _rebuild_hint(manifest: Path) -> tp.Optional[str]:
-    """The builder command that rewrites this manifest, if `embedded_music` wrote it (build_info.json)."""
+    """The builder command that rewrites this manifest, if `embedded_music` (build_info.json) or `real_music`
+    (build_record.json) wrote it."""
+    from .real_music import RECORD
+    if (manifest.parent.parent / RECORD).is_file():
+        return _real_music_hint(manifest.parent.parent)
     info_path = manifest.parent.parent / 'build_info.json'
     try:
         info = json.loads(info_path.read_text())
