@@ -11,7 +11,7 @@ CARD = 8
 # Tolerance: heads fit on 6000 tuples and scored on 3000. Measured here over seeds 0-2: independent tuples gave
 # exactly 0 (the chained tables never beat their zero start on the held-out tenth, so they stay zero), a copied
 # codebook 0.025-0.030 bits below its 3 bits (a copy needs unbounded logits; early stopping ends short of them),
-# two codebooks dependent only through h 0.015-0.016 bits. 0.1 bits covers all three.
+# two codebooks dependent only through h 0.015-0.019 bits (both table learning rates). 0.1 bits covers all three.
 TOLERANCE = 0.1
 
 
@@ -57,15 +57,17 @@ def test_dependence_explained_by_the_context_costs_nothing(one_thread):
 
 def test_low_rank_tables_find_a_weak_dependence_that_full_tables_overfit(one_thread):
     # 256 symbols, 6000 tuples: q_2 shares q_1's top bit (1 bit of mutual information). A full table has 65,536
-    # cells per pair for 6000 tuples and overfits before it generalizes; a rank-2 table has 1,024 parameters.
-    # Tolerance: the rank-2 estimate must recover at least half the bit, the full table must find less than it.
+    # cells per pair for 6000 tuples and overfits before it generalizes; a rank-8 table has 4,096 parameters.
+    # Measured over seeds 0-1 and learning rates 1e-3 to 3e-2: full tables 0.036-0.053 bits, rank 8 0.51-0.66
+    # (rank 2 found 0.86-0.88, or nothing from an unlucky start: rank 8 is the robust one). Tolerance: rank 8
+    # must recover 0.4 of the bit and beat the full tables by 0.2.
     card = 256
     h, g = contexts(9000)
     tuples = torch.randint(0, card, (9000, 2), generator=g)
     tuples[:, 1] = (tuples[:, 1] % (card // 2)) + (tuples[:, 0] >= card // 2) * (card // 2)
     full = factorization_cost(*split(h, tuples), card)
-    low_rank = factorization_cost(*split(h, tuples), card, rank=2)
-    assert low_rank['cost_bits'] > 0.5 and low_rank['cost_bits'] > full['cost_bits'] + 0.1
+    low_rank = factorization_cost(*split(h, tuples), card, rank=8)
+    assert low_rank['cost_bits'] > 0.4 and low_rank['cost_bits'] > full['cost_bits'] + 0.2
 
 
 def test_contexts_of_a_real_delay_lm_are_one_per_tuple(one_thread):
