@@ -263,6 +263,13 @@ def plot(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], out: Path) -> tp.L
     return written
 
 
+def distinct_parts(settings: tp.Sequence[str]) -> tp.Dict[str, str]:
+    """Each setting (space-separated overrides) without the overrides all of them share, for a legend."""
+    shared = set.intersection(*(set(setting.split()) for setting in settings)) if len(settings) > 1 else set()
+    return {setting: ' '.join(part for part in setting.split() if part not in shared) or setting
+            for setting in settings}
+
+
 def _plot_cost_against_dependence(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], out: Path,
                                   plt: tp.Any) -> tp.Optional[Path]:
     """Scatter of each delay LM's factorization cost against its tokenizer XP's delay-aligned TC - shuffled
@@ -284,8 +291,9 @@ def _plot_cost_against_dependence(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.A
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
+    labels = distinct_parts(list(points))
     for setting, values in points.items():
-        ax.scatter([x for x, _ in values], [y for _, y in values], label=setting[:60])
+        ax.scatter([x for x, _ in values], [y for _, y in values], label=labels[setting][:80])
     ax.set_xlabel("tokenizer: delay-aligned TC - shuffled (bits, evaluate)")
     ax.set_ylabel("LM: factorization cost (bits/frame, valid)")
     ax.legend(fontsize=6)
