@@ -8,6 +8,12 @@ without SLURM. The scale changes the XP signatures, so both kinds of runs coexis
 import os
 
 SEEDS = [2024, 2025, 2026]  # at least 3 seeds per setting: a difference is claimed only where it clears them
+# The tokenizer settings the LM and real-music grids compare: weight 0 against the setting docs/RESULTS.md ranks
+# best at small scale (weight 3 with the usage guard) and, at the paper's scale, the paper's weight.
+COMPARED_SETTINGS = {
+    'small': [{'mmd.weight': 0.}, {'mmd.weight': 3., 'mmd.warmup.guard': 0.1}],
+    'paper': [{'mmd.weight': 0.}, {'mmd.weight': 100.}],
+}
 
 
 def is_small() -> bool:

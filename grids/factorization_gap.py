@@ -14,13 +14,9 @@ elsewhere join with AUDIOCRAFT_MMD_TOKENIZERS=SIG,SIG (or export folders): their
 """
 import os
 
-from ._common import SEEDS, is_small
+from ._common import COMPARED_SETTINGS, SEEDS, is_small
 from ._explorers import LMExplorer
 
-TOKENIZER_SETTINGS = {
-    'small': [{'mmd.weight': 0.}, {'mmd.weight': 3., 'mmd.warmup.guard': 0.1}],
-    'paper': [{'mmd.weight': 0.}, {'mmd.weight': 100.}],
-}
 PATTERNS = ['delay', 'unroll']
 EARLY_STOP = {'small': {'optim.epochs': 60, 'musicgen_mmd.early_stop.patience': 3},
               'paper': {'musicgen_mmd.early_stop.patience': 5}}
@@ -46,7 +42,7 @@ def explorer(launcher):
         lms.slurm_(gpus=32, mem_per_gpu=40)
     for seed in SEEDS:
         references = []
-        for setting in TOKENIZER_SETTINGS[scale]:
+        for setting in COMPARED_SETTINGS[scale]:
             tokenizer = tokenizers.bind({'seed': seed, **setting})
             tokenizer()
             references.append(main.get_xp(tokenizer._argv).sig)

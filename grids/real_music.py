@@ -11,12 +11,10 @@ XPs on the embedded evaluate pieces and the reproduction grid's embedded tokeniz
     python -m audiocraft_mmd.report real_music --small --per-xp --dset audio/embedded_music
     dora grid real_music                                              # SLURM: the paper's tokenizer
 """
-from ._common import SEEDS, bind_base, is_small
+from ._common import COMPARED_SETTINGS, SEEDS, bind_base, is_small
 from ._explorers import CompressionMMDExplorer
 
 DSET = 'audio/real_music'
-SETTINGS = {'small': [{'mmd.weight': 0.}, {'mmd.weight': 3., 'mmd.warmup.guard': 0.1}],
-            'paper': [{'mmd.weight': 0.}, {'mmd.weight': 100.}]}
 
 
 @CompressionMMDExplorer
@@ -25,5 +23,5 @@ def explorer(launcher):
     launcher.bind_({'dset': DSET})
     with launcher.job_array():
         for seed in SEEDS:
-            for setting in SETTINGS['small' if is_small() else 'paper']:
+            for setting in COMPARED_SETTINGS['small' if is_small() else 'paper']:
                 launcher({'seed': seed, **setting})
