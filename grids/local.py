@@ -174,7 +174,16 @@ def _evaluate(sig: str) -> int:
     return subprocess.call(cmd)
 
 
+def interruptible_children() -> None:
+    """Let the XPs this process starts receive the SIGINT that stops them (`_interrupt`). A shell starts a background
+    job (`cmd &`, nohup in a script) with SIGINT ignored, an ignored signal stays ignored across exec, and Python
+    then installs no KeyboardInterrupt handler: `dora run` would run on until killed 60 s later. Main thread only."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(args: tp.Optional[tp.List[str]] = None) -> int:
+    interruptible_children()
     parser = argparse.ArgumentParser(prog='python -m grids.local', description=__doc__.split('\n')[0])
     parser.add_argument('name', help="grid module under grids/, e.g. mmd_sweep")
     parser.add_argument('--small', action='store_true', help="bind encodec_mmd_small (2 CPU cores)")

@@ -66,3 +66,12 @@ def run_gloo_workers(worker: tp.Callable[[int, int], tp.Any], world: int = 2) ->
 def gloo_workers():
     """`run_gloo_workers` as a fixture (test modules cannot import each other under importlib mode)."""
     return run_gloo_workers
+
+
+@pytest.fixture(scope='session', autouse=True)
+def interruptible_xps():
+    """CI may run pytest as a background job, which starts with SIGINT ignored and passes that on to every process
+    it starts: the tests that stop an XP with SIGINT (grids.local) need it delivered, as `python -m grids.local`
+    arranges for itself."""
+    from grids.local import interruptible_children
+    interruptible_children()

@@ -163,3 +163,15 @@ def test_an_xp_the_runner_cannot_start_is_reported_at_once_and_skips_its_lms(cap
     assert local.run_with_dependencies([tok, lm, other], run_one, jobs=2) == [
         local.CRASHED, local.DEPENDENCY_FAILED, 0]
     assert 'aaaaaaaa could not be run' in capsys.readouterr().err
+
+
+def test_a_background_job_still_stops_its_xps(xp_folder):
+    import signal
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # what `cmd &` in a script gives the runner
+    try:
+        local.interruptible_children()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert local._run(['1000'], [], stop_when=(xp_folder / 'epoch0').exists, poll_s=0.05) == local.STOPPED
+        assert (xp_folder / 'interrupted').exists()  # the stand-in got the SIGINT, not the kill 60 s later
+    finally:
+        signal.signal(signal.SIGINT, previous)
