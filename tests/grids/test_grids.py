@@ -7,6 +7,14 @@ import pytest
 import grids
 from grids.local import grid_xps
 
+
+def set_scale(monkeypatch, small: bool) -> None:
+    """Grids bind the small configs when AUDIOCRAFT_MMD_GRID_SCALE=small (`--small`), the paper's otherwise."""
+    if small:
+        monkeypatch.setenv('AUDIOCRAFT_MMD_GRID_SCALE', 'small')
+    else:
+        monkeypatch.delenv('AUDIOCRAFT_MMD_GRID_SCALE', raising=False)
+
 GRID_NAMES = sorted(m.name for m in pkgutil.iter_modules(grids.__path__) if not m.name.startswith('_')
                     and m.name != 'local')
 EXPECTED = {'mmd_sweep': 18, 'delay_ablation': 15, 'kernel_ablation': 15, 'estimator_ablation': 18,
@@ -21,7 +29,7 @@ def test_every_grid_is_listed():
 @pytest.mark.slow  # composes all 111 XPs (about a minute on 2 cores)
 @pytest.mark.parametrize('name', GRID_NAMES)
 def test_grid_builds_distinct_xps_at_small_scale(name, monkeypatch):
-    monkeypatch.setenv('AUDIOCRAFT_MMD_GRID_SCALE', 'small')
+    set_scale(monkeypatch, True)
     xps = grid_xps(name)
     assert len(xps) == EXPECTED[name]
     assert len({xp.sig for xp in xps}) == len(xps), "two XPs of the grid share a signature"
@@ -31,7 +39,7 @@ def test_grid_builds_distinct_xps_at_small_scale(name, monkeypatch):
 
 
 def test_cluster_scale_binds_the_paper_tokenizer(monkeypatch):
-    monkeypatch.delenv('AUDIOCRAFT_MMD_GRID_SCALE', raising=False)
+    set_scale(monkeypatch, False)
     xps = grid_xps('delay_ablation')
     cfg = xps[0].cfg
     assert (cfg.sample_rate, cfg.rvq.n_q, cfg.rvq.bins, list(cfg.seanet.ratios)) == (32000, 4, 2048, [8, 5, 4, 4])
@@ -49,10 +57,7 @@ def test_explorer_shows_the_metrics_that_matter():
 def test_kernel_ablation_runs_every_kernel_with_options_the_estimator_supports(small, monkeypatch):
     import torch
     from audiocraft_mmd.losses import independence_loss
-    if small:
-        monkeypatch.setenv('AUDIOCRAFT_MMD_GRID_SCALE', 'small')
-    else:
-        monkeypatch.delenv('AUDIOCRAFT_MMD_GRID_SCALE', raising=False)
+    set_scale(monkeypatch, small)
     xps = grid_xps('kernel_ablation')
     from audiocraft_mmd.train import main
     base = importlib.import_module('grids.kernel_ablation').BASE_OPTIONS['small' if small else 'paper']
@@ -72,7 +77,7 @@ def test_kernel_ablation_runs_every_kernel_with_options_the_estimator_supports(s
 
 
 def test_factorization_gap_trains_lms_on_the_reproduction_tokenizers(monkeypatch):
-    monkeypatch.setenv('AUDIOCRAFT_MMD_GRID_SCALE', 'small')
+    set_scale(monkeypatch, True)
     monkeypatch.setenv('AUDIOCRAFT_MMD_TOKENIZERS', '0123abcd')
     xps = grid_xps('factorization_gap')
     tokenizers = [xp for xp in xps if xp.cfg.solver == 'compression_mmd']
@@ -85,7 +90,7 @@ def test_factorization_gap_trains_lms_on_the_reproduction_tokenizers(monkeypatch
         assert reference == '0123abcd' or index[reference] < index[lm.sig]  # listed before its LMs
         assert lm.cfg.musicgen_mmd.early_stop.patience > 0
     assert {str(lm.cfg.codebooks_pattern.modeling) for lm in lms} == {'delay', 'unroll'}
-    monkeypatch.delenv('AUDIOCRAFT_MMD_GRID_SCALE')
+    set_scale(monkeypatch, False)
     monkeypatch.delenv('AUDIOCRAFT_MMD_TOKENIZERS')
     cluster = grid_xps('factorization_gap')
     lm = next(xp for xp in cluster if xp.cfg.solver == 'musicgen_mmd')
@@ -95,10 +100,7 @@ def test_factorization_gap_trains_lms_on_the_reproduction_tokenizers(monkeypatch
 
 @pytest.mark.parametrize('small', [True, False])
 def test_real_music_trains_the_reproduction_settings_on_the_real_preset(small, monkeypatch):
-    if small:
-        monkeypatch.setenv('AUDIOCRAFT_MMD_GRID_SCALE', 'small')
-    else:
-        monkeypatch.delenv('AUDIOCRAFT_MMD_GRID_SCALE', raising=False)
+    set_scale(monkeypatch, small)
     xps = grid_xps('real_music')
     assert len(xps) == 6 and len({xp.sig for xp in xps}) == 6
     for xp in xps:
