@@ -115,6 +115,9 @@ def check_datasource(cfg: tp.Any) -> None:
         text += "Build them with: python -m audiocraft_mmd.data.embedded_music --preset large"
     elif any('embedded_music' in m for m in missing):
         text += "Build them with: make dataset (python -m audiocraft_mmd.data.embedded_music --preset small)"
+    elif any('real_music' in m for m in missing):
+        text += ("Build them with: make dataset-real (python -m audiocraft_mmd.data.real_music; fetches pinned Debian "
+                 "packages with apt-get), or use dset=audio/embedded_music offline")
     else:
         text += ("Write AudioCraft manifests with: python -m audiocraft.data.audio_dataset <audio_folder> "
                  "<egs/NAME/SPLIT/data.jsonl>, or pick another dset=...")

@@ -159,6 +159,13 @@ def test_missing_manifests_name_the_build_command(tmp_path):
         env.check_datasource(cfg)
 
 
+def test_missing_real_music_manifests_name_its_build_command(tmp_path):
+    cfg = OmegaConf.create({'datasource': {s: str(tmp_path / 'egs' / 'real_music' / s)
+                                           for s in ('train', 'valid', 'evaluate', 'generate')}})
+    with pytest.raises(FileNotFoundError, match='make dataset-real'):
+        env.check_datasource(cfg)
+
+
 def test_audiocraft_without_config_tree_is_a_clear_error(tmp_path):
     # The layout of a wheel install: the package, no config/ next to it.
     fake = tmp_path / 'site' / 'audiocraft'
