@@ -401,3 +401,23 @@ def test_log_every_and_max_nonfinite_are_checked(embedded_music):
         make_solver(['mmd.log_every=0'])
     with pytest.raises(ValueError, match='mmd.max_nonfinite=-1 must be >= 0'):
         make_solver(['mmd.max_nonfinite=-1'])
+
+
+def test_evaluate_skips_the_term_it_would_drop_and_valid_still_logs_it(embedded_music):
+    # AudioCraft's evaluate stage keeps only the reconstructions; the term over whole tracks is O(frames^2).
+    solver = make_solver(['rvq.q_dropout=false', 'evaluate.metrics.visqol=false'])
+    term = solver._term
+    calls = []
+
+    def count_term(*args, **kwargs):
+        calls.append(solver._in_evaluate)
+        return term(*args, **kwargs)
+    solver._term = count_term
+    metrics = solver.run_stage('evaluate', solver.evaluate)
+    assert calls == [] and not solver._in_evaluate
+    assert {'sisnr', 'codes_tc', 'codes_util_min'} <= set(metrics) and 'mmd' not in metrics
+    x = next(iter(solver.dataloaders['valid']))
+    solver.model.eval()
+    with torch.no_grad():
+        assert 'mmd' in solver.model(x).metrics
+    assert calls == [False]
