@@ -6,10 +6,12 @@ for `dora grid NAME` on a SLURM cluster). With AUDIOCRAFT_MMD_GRID_SCALE=small i
 without SLURM. The scale changes the XP signatures, so both kinds of runs coexist in one Dora folder.
 """
 import os
+import typing as tp
 
 SEEDS = [2024, 2025, 2026]  # at least 3 seeds per setting: a difference is claimed only where it clears them
 # The tokenizer settings the LM and real-music grids compare: weight 0 against the setting docs/RESULTS.md ranks
-# best at small scale (weight 3 with the usage guard) and, at the paper's scale, the paper's weight.
+# best at small scale (weight 3 with the usage guard) and, at the paper's scale, `paper_v1`'s weight (bound by
+# `bind_base`).
 COMPARED_SETTINGS = {
     'small': [{'mmd.weight': 0.}, {'mmd.weight': 3., 'mmd.warmup.guard': 0.1}],
     'paper': [{'mmd.weight': 0.}, {'mmd.weight': 100.}],
@@ -20,11 +22,21 @@ def is_small() -> bool:
     return os.environ.get('AUDIOCRAFT_MMD_GRID_SCALE', '') == 'small'
 
 
-def bind_base(launcher) -> None:
-    """Bind the solver of the current scale and its SLURM resources on `launcher` (in place)."""
+def bind_base(launcher, paper_objective: tp.Optional[str] = 'paper_v1') -> None:
+    """Bind the solver of the current scale and its SLURM resources on `launcher` (in place).
+
+    Args:
+        launcher: the grid's Dora launcher.
+        paper_objective (str or None): at the paper's scale, the `mmd=` preset bound with the solver. The ablation
+            grids were designed on `paper_v1` (samples normalizer, weight 100: what compression/encodec_mmd trained
+            before it defaulted to the authors' objective), so their weights keep their meaning; None binds none:
+            the solver's default, `authors`. The small scale binds none (its config's own preset, `small`).
+    """
     if is_small():
         launcher.slurm_(gpus=1, mem_per_gpu=16)
         launcher.bind_(solver='compression/encodec_mmd_small')
     else:
         launcher.slurm_(gpus=8, mem_per_gpu=40)
         launcher.bind_(solver='compression/encodec_mmd')
+        if paper_objective is not None:
+            launcher.bind_({'mmd': paper_objective})

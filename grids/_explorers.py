@@ -13,6 +13,7 @@ class CompressionMMDExplorer(BaseExplorer):
                 tt.leaf("epoch"),
                 tt.leaf("mmd", ".2e"),
                 tt.leaf("mmd_weight", ".2g"),
+                tt.leaf("mmd_grad_ratio", ".2g"),
                 tt.leaf("l1", ".4f"),
             ], align=">"),
             tt.group("valid", [

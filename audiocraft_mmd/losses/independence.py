@@ -40,7 +40,8 @@ import typing as tp
 import torch
 import torch.distributed as dist
 
-__all__ = ['independence_loss', 'align_delays', 'kernel_options', 'KERNELS', 'ESTIMATORS', 'MEDIAN_MULTIPLIERS']
+__all__ = ['independence_loss', 'align_delays', 'check_options', 'kernel_options', 'KERNELS', 'ESTIMATORS',
+           'MEDIAN_MULTIPLIERS', 'NORMALIZATIONS']
 
 # Kernel name -> default (paper) parameters used with ``bandwidth='fixed'``.
 #  multiscale_gaussian: sum_a exp(-d / (2a)), a a variance; gaussian: exp(-d / (2a));
@@ -61,11 +62,15 @@ MEDIAN_MULTIPLIERS: tp.Dict[str, tp.Tuple[float, ...]] = {
     'inverse_quadratic': (1.0,),
 }
 ESTIMATORS: tp.Tuple[str, ...] = ('permutation', 'dhsic', 'rff')
+# What the kernel sums are divided by. 'samples': the N = B x T' rows (a U/V-statistic, ~0 under independence).
+# 'clips': the B clips, as the paper's authors' code (B(B-1) within, B^2 across, B subtracted for the diagonal):
+# about (N/B)^2 x 'samples' plus a constant floor of 2 (N - B) / (B (B - 1)) per kernel component.
+NORMALIZATIONS: tp.Tuple[str, ...] = ('samples', 'clips')
 BANDWIDTH_MODES: tp.Tuple[str, ...] = ('fixed', 'median')
 
 _GAUSSIAN_KINDS = ('multiscale_gaussian', 'gaussian')
 _DISTANCE_KERNELS = ('multiscale_gaussian', 'gaussian', 'inverse_quadratic')
-_STD_EPS = 1e-5           # added to the per-coordinate variance before the square root
+_STD_EPS = 1e-5           # default: added to the per-coordinate variance before the square root
 _MEDIAN_MAX_SAMPLES = 1024  # samples used by the median heuristic (strided, deterministic)
 # Max elements of one [rows, cols] temporary in the chunked loops (2^25 floats = 128 MiB; a
 # chunk holds ~4-6 such temporaries). RFF chunks hold [K, rows, F] complex: budget 2^24 of them.
@@ -132,15 +137,16 @@ def _check_delays(delays: tp.Optional[tp.Sequence[int]], num_codebooks: int,
     return delays_list
 
 
-def align_delays(streams: torch.Tensor, delays: tp.Sequence[int]) -> torch.Tensor:
+def align_delays(streams: torch.Tensor, delays: tp.Sequence[int], crop: tp.Optional[int] = None) -> torch.Tensor:
     """Regroup a ``[B, K, ..., T]`` tensor into the tuples a delay pattern samples jointly.
 
     MusicGen's delay pattern emits ``(q_1[t - d_1], ..., q_K[t - d_K])`` in one decoding step. The
     output at aligned index ``j`` holds, for codebook ``k``, the frame ``t - d_k`` with
-    ``t = j + max(delays)``, i.e. ``out[:, k, ..., j] = streams[:, k, ..., j + max(d) - d_k]`` for
-    ``j in [0, T - max(delays))`` (padded frames are cropped). Works for continuous streams
-    ``[B, K, D, T]`` and for codes ``[B, K, T]``. Returns a new tensor (a stack of views' copies);
-    the input is not modified. Gradients flow through.
+    ``t = j + crop``, i.e. ``out[:, k, ..., j] = streams[:, k, ..., j + crop - d_k]`` for
+    ``j in [0, T - crop)``: the steps ``t < crop`` are dropped. ``crop=None`` is ``max(delays)``, the
+    first step without a padded frame; the authors' code drops ``K`` steps (one more for MusicGen's
+    delays). Works for continuous streams ``[B, K, D, T]`` and for codes ``[B, K, T]``. Returns a new
+    tensor (a stack of views' copies); the input is not modified. Gradients flow through.
     """
     if not isinstance(streams, torch.Tensor) or streams.dim() < 3:
         raise ValueError("align_delays expects a tensor [B, K, ..., T] with at least 3 dims, got "
@@ -148,10 +154,19 @@ def align_delays(streams: torch.Tensor, delays: tp.Sequence[int]) -> torch.Tenso
     num_codebooks, num_frames = streams.shape[1], streams.shape[-1]
     delays_list = _check_delays(delays, num_codebooks, num_frames)
     assert delays_list is not None
-    max_delay = max(delays_list)
-    length = num_frames - max_delay
-    parts = [streams[:, k, ..., max_delay - d: max_delay - d + length] for k, d in enumerate(delays_list)]
+    start = _check_crop(crop, delays_list, num_frames)
+    length = num_frames - start
+    parts = [streams[:, k, ..., start - d: start - d + length] for k, d in enumerate(delays_list)]
     return torch.stack(parts, dim=1)
+
+
+def _check_crop(crop: tp.Optional[int], delays: tp.Sequence[int], num_frames: int) -> int:
+    if crop is None:
+        return max(delays)
+    if int(crop) != crop or not max(delays) <= int(crop) < num_frames:
+        raise ValueError(f"crop={crop!r} must be an int in [max(delays), T) = [{max(delays)}, {num_frames}): the "
+                         "steps before it are dropped (max(delays) drops exactly those with a padded frame)")
+    return int(crop)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,19 +273,25 @@ def _product_of_marginals(x: torch.Tensor, generator: tp.Optional[torch.Generato
 
 
 def _permutation_mmd(x: torch.Tensor, kernel: str, params: tp.Sequence[float],
-                     generator: tp.Optional[torch.Generator]) -> torch.Tensor:
+                     generator: tp.Optional[torch.Generator], clips: tp.Optional[int] = None) -> torch.Tensor:
+    """The permutation estimator; with `clips` (the number of clips B), the authors' normalization by clips."""
     n = x.shape[0]
     y = _product_of_marginals(x, generator)
     zx, zy = x.reshape(n, -1), y.reshape(n, -1)
     pairs = n * (n - 1)
     if kernel in _DISTANCE_KERNELS:
         kind, prof = _kernel_profile(kernel, params)
-        # f(0) = 1 for every Gaussian / IQ component; the diagonal is removed for the U-statistics.
-        diag = float(n * len(prof))
-        u_xx = (_kernel_row_sums(zx, zx, kind, prof, zero_diag=True).sum() - diag) / pairs
-        u_yy = (_kernel_row_sums(zy, zy, kind, prof, zero_diag=True).sum() - diag) / pairs
-        v_xy = _kernel_row_sums(zx, zy, kind, prof).sum() / (n * n)
-        return u_xx + u_yy - 2.0 * v_xy
+        # f(0) = 1 for every Gaussian / IQ component: the within sums hold n * len(prof) from their diagonals.
+        sum_xx = _kernel_row_sums(zx, zx, kind, prof, zero_diag=True).sum()
+        sum_yy = _kernel_row_sums(zy, zy, kind, prof, zero_diag=True).sum()
+        sum_xy = _kernel_row_sums(zx, zy, kind, prof).sum()
+        if clips is not None:
+            # The authors': B clips stand for the samples, B (not n) subtracted for the diagonal.
+            diag, within, across = float(clips * len(prof)), clips * (clips - 1), clips * clips
+        else:
+            diag, within, across = float(n * len(prof)), pairs, n * n
+        return (sum_xx - diag) / within + (sum_yy - diag) / within - 2.0 * sum_xy / across
+    assert clips is None, "the clips normalization applies to distance kernels only"
     # Feature-space closed forms of the same three sums, O(N (KD)^2), no N x N matrix.
     if kernel == 'linear':
         sx, sy = zx.sum(0), zy.sum(0)
@@ -526,19 +547,16 @@ def _resolve_params(kernel: str, bandwidths: tp.Optional[tp.Sequence[float]], ba
     return tuple(math.sqrt(m * med) for m in values)          # IQ: a_s^2 = m_s * median
 
 
-def _validate(streams: torch.Tensor, estimator: str, kernel: str, bandwidth: str, scale: float,
-              max_samples: tp.Optional[int], num_features: int) -> None:
-    if not isinstance(streams, torch.Tensor):
-        raise ValueError(f"streams must be a torch.Tensor [B, K, D, T], got {type(streams).__name__}")
-    if not streams.is_floating_point():
-        raise ValueError(f"streams must be a floating point tensor [B, K, D, T], got dtype {streams.dtype}")
-    if streams.dim() != 4:
-        raise ValueError(f"streams must have shape [B, K, D, T] (4 dims), got {tuple(streams.shape)}")
-    if streams.shape[1] < 2:
-        raise ValueError(f"need K >= 2 codebooks to measure dependence, got K={streams.shape[1]} "
-                         f"(shape {tuple(streams.shape)})")
-    if min(streams.shape) < 1:
-        raise ValueError(f"streams must be non-empty, got shape {tuple(streams.shape)}")
+def check_options(*, estimator: str = 'permutation', kernel: str = 'multiscale_gaussian', bandwidth: str = 'fixed',
+                  scale: float = 1.0, max_samples: tp.Optional[int] = None, num_features: int = 2048,
+                  normalization: str = 'samples', gather: bool = False, std_eps: float = _STD_EPS,
+                  std_correction: int = 0) -> None:
+    """Check a combination of ``independence_loss`` options without data (e.g. a config, at start).
+
+    Args: as ``independence_loss``.
+    Raises:
+        ValueError: unknown names, or a combination that has no meaning; the message names the options.
+    """
     _check_names(kernel, estimator, bandwidth)
     if estimator == 'dhsic' and kernel == 'inverse_quadratic':
         raise ValueError("estimator='dhsic' has no closed form for kernel='inverse_quadratic' (it does "
@@ -552,6 +570,39 @@ def _validate(streams: torch.Tensor, estimator: str, kernel: str, bandwidth: str
         raise ValueError(f"max_samples must be None or >= 2, got {max_samples}")
     if int(num_features) < 1:
         raise ValueError(f"num_features must be >= 1, got {num_features}")
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization '{normalization}', expected one of {NORMALIZATIONS}")
+    if normalization == 'clips':
+        # The authors' normalizer counts clips and subtracts one f(0) = 1 per clip: it is defined for their
+        # estimator, on kernels with f(0) = 1, over the clips of one call.
+        if estimator != 'permutation' or kernel not in _DISTANCE_KERNELS:
+            raise ValueError(f"normalization='clips' (the authors') needs estimator='permutation' and a distance "
+                             f"kernel {_DISTANCE_KERNELS}, got estimator='{estimator}', kernel='{kernel}'; use "
+                             "normalization='samples' with other estimators and kernels")
+        if max_samples is not None or gather:
+            raise ValueError("normalization='clips' divides by the clips of one call: it cannot be combined with "
+                             "max_samples (a subset of rows) or gather (rows of other workers); use "
+                             "normalization='samples'")
+    if not (math.isfinite(float(std_eps)) and float(std_eps) > 0):
+        raise ValueError(f"std_eps must be a positive finite float, got {std_eps}")
+    if std_correction not in (0, 1):
+        raise ValueError(f"std_correction must be 0 (biased variance) or 1 (unbiased, torch.var's default), "
+                         f"got {std_correction}")
+
+
+def _validate(streams: torch.Tensor, **options: tp.Any) -> None:
+    if not isinstance(streams, torch.Tensor):
+        raise ValueError(f"streams must be a torch.Tensor [B, K, D, T], got {type(streams).__name__}")
+    if not streams.is_floating_point():
+        raise ValueError(f"streams must be a floating point tensor [B, K, D, T], got dtype {streams.dtype}")
+    if streams.dim() != 4:
+        raise ValueError(f"streams must have shape [B, K, D, T] (4 dims), got {tuple(streams.shape)}")
+    if streams.shape[1] < 2:
+        raise ValueError(f"need K >= 2 codebooks to measure dependence, got K={streams.shape[1]} "
+                         f"(shape {tuple(streams.shape)})")
+    if min(streams.shape) < 1:
+        raise ValueError(f"streams must be non-empty, got shape {tuple(streams.shape)}")
+    check_options(**options)
 
 
 def independence_loss(streams: torch.Tensor, *, estimator: str = 'permutation',
@@ -564,7 +615,11 @@ def independence_loss(streams: torch.Tensor, *, estimator: str = 'permutation',
                       num_features: int = 2048,
                       generator: tp.Optional[torch.Generator] = None,
                       gather: bool = False,
-                      clamp: bool = True) -> torch.Tensor:
+                      clamp: bool = True,
+                      normalization: str = 'samples',
+                      crop: tp.Optional[int] = None,
+                      std_eps: float = _STD_EPS,
+                      std_correction: int = 0) -> torch.Tensor:
     """MMD^2 between the joint of the K codebook vectors and the product of their marginals.
 
     Args:
@@ -586,8 +641,10 @@ def independence_loss(streams: torch.Tensor, *, estimator: str = 'permutation',
         scale: factor multiplied into the result (to bring each kernel to ~1 on a baseline).
         delays: per-codebook delays; the statistic is computed on the tuples the delay pattern
             samples jointly, see ``align_delays``. ``None``: no alignment.
+        crop: with ``delays``, the number of leading steps of the delayed sequence dropped
+            (``None``: ``max(delays)``; the authors' code drops ``K``), see ``align_delays``.
         standardize: standardize each of the K*D coordinates over the samples,
-            ``(x - mean) / sqrt(var + 1e-5)``. The statistics are NOT detached: gradients flow
+            ``(x - mean) / sqrt(var + std_eps)``. The statistics are NOT detached: gradients flow
             through them (it is a BatchNorm without affine), which makes the loss invariant to a
             per-coordinate rescaling of the codebooks so the model cannot lower it by inflating
             the scale; ``var + eps`` keeps the gradient finite for constant coordinates.
@@ -600,30 +657,43 @@ def independence_loss(streams: torch.Tensor, *, estimator: str = 'permutation',
             all ranks (gradient flows to the local part only); no-op otherwise.
         clamp: clamp the result at 0 (the paper does). ``False`` returns the raw statistic, which
             can be slightly negative (tests and diagnostics).
+        normalization: one of ``NORMALIZATIONS``: ``'samples'`` divides the kernel sums by the
+            N = B x T' samples; ``'clips'`` by the B clips of ``streams``, as the authors' code
+            (permutation estimator, distance kernels; about (N/B)^2 x 'samples' plus a floor of
+            2 (N - B) / (B (B - 1)) per kernel component, so the clamp never acts).
+        std_eps: added to the variance in the standardization (1e-5; the authors' code: 1e-8).
+        std_correction: 0: biased per-coordinate variance; 1: unbiased (``torch.var``'s default,
+            the authors' code).
     Returns:
         A scalar tensor, differentiable w.r.t. ``streams``: ~0 when the codebooks are independent.
     Raises:
         ValueError: bad shapes, dtypes, delays, kernel/estimator names or combinations.
     """
-    _validate(streams, estimator, kernel, bandwidth, scale, max_samples, num_features)
+    _validate(streams, estimator=estimator, kernel=kernel, bandwidth=bandwidth, scale=scale, max_samples=max_samples,
+              num_features=num_features, normalization=normalization, gather=gather, std_eps=std_eps,
+              std_correction=std_correction)
     # Squared distances of ~1e3 need float32 matmuls: never let an outer autocast run them in half.
     with torch.autocast(device_type=streams.device.type, enabled=False):
         return _independence_loss(streams, estimator, kernel, bandwidths, bandwidth, scale, delays,
-                                  standardize, max_samples, num_features, generator, gather, clamp)
+                                  standardize, max_samples, num_features, generator, gather, clamp,
+                                  normalization, crop, float(std_eps), int(std_correction))
 
 
 def _independence_loss(streams: torch.Tensor, estimator: str, kernel: str,
                        bandwidths: tp.Optional[tp.Sequence[float]], bandwidth: str, scale: float,
                        delays: tp.Optional[tp.Sequence[int]], standardize: bool, max_samples: tp.Optional[int],
                        num_features: int, generator: tp.Optional[torch.Generator], gather: bool,
-                       clamp: bool) -> torch.Tensor:
+                       clamp: bool, normalization: str, crop: tp.Optional[int], std_eps: float,
+                       std_correction: int) -> torch.Tensor:
     batch, num_codebooks, dim, num_frames = streams.shape
     delays_list = _check_delays(delays, num_codebooks, num_frames)
     x = streams
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
     if delays_list is not None and any(d != 0 for d in delays_list):
-        x = align_delays(x, delays_list)
+        x = align_delays(x, delays_list, crop)
+    elif crop is not None:
+        raise ValueError(f"crop={crop} applies to delayed tuples: give non-zero delays, or crop=None")
     x = x.permute(0, 3, 1, 2).reshape(-1, num_codebooks, dim)   # [N, K, D]; nothing below writes in place
     if max_samples is not None and x.shape[0] > int(max_samples):
         idx = _randperm(x.shape[0], x.device, generator)[:int(max_samples)]
@@ -637,10 +707,12 @@ def _independence_loss(streams: torch.Tensor, estimator: str, kernel: str,
         flat = x.reshape(n, -1)
         mean = flat.mean(0, keepdim=True)
         var = (flat - mean).square().mean(0, keepdim=True)
-        x = ((flat - mean) / torch.sqrt(var + _STD_EPS)).reshape(n, num_codebooks, dim)
+        if std_correction:
+            var = var * (n / (n - 1))
+        x = ((flat - mean) / torch.sqrt(var + std_eps)).reshape(n, num_codebooks, dim)
     params = _resolve_params(kernel, bandwidths, bandwidth, x)
     if estimator == 'permutation':
-        value = _permutation_mmd(x, kernel, params, generator)
+        value = _permutation_mmd(x, kernel, params, generator, batch if normalization == 'clips' else None)
     elif estimator == 'dhsic':
         value = _dhsic(x, kernel, params)
     else:

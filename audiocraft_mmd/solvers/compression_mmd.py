@@ -2,12 +2,15 @@
 
 The model stays vanilla AudioCraft (an exported tokenizer loads in plain AudioCraft). Everything this solver adds
 is attached from the outside with forward hooks, so AudioCraft's `CompressionSolver.run_step` runs unchanged:
-- a hook on each RVQ stage records the stage output (the chosen codeword, straight-through to the stage's input
-  residual, hence to the encoder only) and its codes;
-- a hook on the quantizer turns those into [B, K, D, T] streams, computes `independence_loss` on the tuple the LM
-  samples in one step (delays of the decoding pattern) and adds `weight * value` to `QuantizedResult.penalty`,
-  which AudioCraft back-propagates OUTSIDE its loss balancer (the balancer differentiates w.r.t. output audio,
-  which a latent term cannot go through).
+- a hook on each RVQ stage records the stage's input residual and output (the chosen codeword, straight-through
+  to that input, hence to the encoder only);
+- a hook on the quantizer turns those into [B, K, D, T] streams (`mmd.stream`: the codewords, the residuals after
+  each stage or the stages' inputs; every one sends its gradient to the encoder only), computes
+  `independence_loss` on the tuple the LM samples in one step (delays of the decoding pattern) and
+  back-propagates `weight * value` at once, OUTSIDE AudioCraft's loss balancer (the balancer differentiates
+  w.r.t. output audio, which a latent term cannot go through), before AudioCraft's own backward passes, into the
+  same optimizer step: what the authors' code did, and what lets the gradient diagnostic read the term's own
+  encoder gradient (`mmd_grad_ratio`) for free.
 
 Hot path: a step computes only what it needs. The term is computed with its gradient on every step it is
 back-propagated (effective weight > 0); otherwise (weight 0, warm-up gate shut, guard paused) only every
@@ -30,7 +33,7 @@ from audiocraft.quantization import QuantizedResult
 from audiocraft.solvers.compression import CompressionSolver
 from audiocraft.utils.utils import dict_from_config
 
-from ..losses import ESTIMATORS, KERNELS, independence_loss
+from ..losses import ESTIMATORS, KERNELS, NORMALIZATIONS, check_options, independence_loss
 from ..metrics import CodebookDependence, PythonViSQOL
 from .dependence import DependenceStages
 
@@ -40,6 +43,20 @@ PATTERN_DELAYS: tp.Dict[str, tp.Callable[[int], tp.List[int]]] = {
     'parallel': lambda n_q: list(ParallelPatternProvider(n_q).delays),
 }
 SCHEDULES = ('per_step', 'paper')
+# The vector codebook k stands for in the term (see `stage_stream`). All send their gradient to the encoder only.
+STREAMS = ('codeword', 'residual', 'input')
+# Leading steps of the delayed tuples dropped: max(delays) (the first without a padded frame), or K (the authors').
+DELAY_CROPS = ('max_delay', 'num_codebooks')
+# How `mmd.bandwidths` (or the kernel's defaults) are read for Gaussian kernels with fixed bandwidths: variances a
+# in exp(-d / 2a) (the authors' code), or radii sigma in exp(-d / 2 sigma^2) (the paper's text): a = sigma^2.
+BANDWIDTH_UNITS = ('variance', 'radius')
+# `mmd` keys that define the objective: an `mmd=` preset sets all of them, and a solver file's own `mmd:` block
+# sets none of them (it would override the preset, applied before it). The others (restart_dead_codes,
+# measure_pattern, log_every, max_nonfinite) are about the tokenizer's training and logs, not the term.
+OBJECTIVE_KEYS = ('weight', 'estimator', 'kernel', 'bandwidths', 'bandwidth', 'bandwidth_unit', 'scale',
+                  'standardize', 'std_eps', 'std_correction', 'clamp', 'normalization', 'max_samples',
+                  'num_features', 'gather', 'stream', 'pattern', 'delays', 'delay_crop', 'schedule',
+                  'paper_every', 'warmup')
 
 
 def resolve_delays(mmd_cfg: tp.Any, n_q: int) -> tp.List[int]:
@@ -66,25 +83,95 @@ def resolve_delays(mmd_cfg: tp.Any, n_q: int) -> tp.List[int]:
     return PATTERN_DELAYS[mmd_cfg.pattern](n_q)
 
 
-def quantize_streams(rvq: torch.nn.Module, emb: torch.Tensor) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+def stage_stream(stream: str, stage_input: torch.Tensor, stage_output: torch.Tensor) -> torch.Tensor:
+    """The vector that stands for one RVQ stage in the term.
+
+    Args:
+        stream (str): one of `STREAMS`: 'codeword', the chosen codeword q_k with its gradient straight through to
+            the stage's input (the authors' ICML code); 'residual', the residual after the stage,
+            r_k = input_k - sg(q_k) = emb - sum_{j<=k} sg(q_j) (the authors' final PR); 'input', the stage's
+            input residual, emb - sum_{j<k} sg(q_j) (their first version).
+        stage_input (torch.Tensor): the stage's input residual [B, D, T].
+        stage_output (torch.Tensor): the stage's output as RVQ's training forward gives it (the codeword's value,
+            straight-through to `stage_input`).
+    Returns:
+        [B, D, T]; its gradient reaches the encoder only (never the codebooks or the decoder).
+    """
+    if stream == 'codeword':
+        return stage_output
+    if stream == 'residual':
+        return stage_input - stage_output.detach()
+    if stream == 'input':
+        return stage_input
+    raise ValueError(f"mmd.stream={stream!r} is unknown: use one of {list(STREAMS)}.")
+
+
+def quantize_streams(rvq: torch.nn.Module, emb: torch.Tensor,
+                     stream: str = 'codeword') -> tp.Tuple[torch.Tensor, torch.Tensor]:
     """Residual-quantize `emb` like RVQ's training forward, without its side effects (no EMA update, no expiry).
 
     Args:
         rvq: AudioCraft's `ResidualVectorQuantization` (`model.quantizer.vq`).
         emb (torch.Tensor): encoder output [B, D, T].
+        stream (str): which vector stands for each stage, see `stage_stream`.
     Returns:
-        streams [B, K, D, T] (codeword values, straight-through gradient to each stage's input residual) and
-        codes [B, K, T].
+        streams [B, K, D, T] and codes [B, K, T].
     """
     residual = emb
     streams, codes = [], []
     for layer in rvq.layers:
         indices = layer.encode(residual)
         quantized = layer.decode(indices)
-        streams.append(residual + (quantized - residual).detach())
+        streams.append(stage_stream(stream, residual, residual + (quantized - residual).detach()))
         codes.append(indices)
         residual = residual - quantized.detach()
     return torch.stack(streams, dim=1), torch.stack(codes, dim=1)
+
+
+def loss_options(mmd_cfg: tp.Any) -> tp.Dict[str, tp.Any]:
+    """Keyword arguments of `independence_loss` from the `mmd` config node (delays and crop excluded).
+
+    Args:
+        mmd_cfg: the `mmd` config node.
+    Returns:
+        The options; with `mmd.bandwidth_unit=radius`, the bandwidths squared into variances.
+    """
+    bandwidths = None if mmd_cfg.bandwidths is None else [float(b) for b in mmd_cfg.bandwidths]
+    if mmd_cfg.get('bandwidth_unit', 'variance') == 'radius':
+        bandwidths = [b * b for b in (bandwidths if bandwidths is not None else KERNELS[mmd_cfg.kernel])]
+    return dict(
+        estimator=mmd_cfg.estimator, kernel=mmd_cfg.kernel, bandwidths=bandwidths, bandwidth=mmd_cfg.bandwidth,
+        scale=float(mmd_cfg.scale), standardize=mmd_cfg.standardize, max_samples=mmd_cfg.max_samples,
+        num_features=mmd_cfg.num_features, gather=mmd_cfg.gather, clamp=mmd_cfg.clamp,
+        normalization=mmd_cfg.normalization, std_eps=float(mmd_cfg.std_eps),
+        std_correction=int(mmd_cfg.std_correction))
+
+
+def _grad_norm_of(backward: tp.Callable[[], tp.Any], params: tp.List[torch.nn.Parameter]) -> tp.Tuple[tp.Any, float]:
+    """Run `backward` and measure the L2 norm of the gradient it adds to `params`, exactly.
+
+    The gradients already there are set aside and added back after (float addition is commutative, so `.grad`
+    ends bit-identical to plain accumulation); subtracting before from after instead would lose a small gradient
+    next to a large one.
+
+    Returns:
+        What `backward` returned, and the norm.
+    """
+    stash = [param.grad for param in params]
+    for param in params:
+        param.grad = None
+    try:
+        out = backward()
+    finally:
+        total = 0.
+        for old, param in zip(stash, params):
+            if param.grad is not None:
+                total += float(param.grad.detach().double().square().sum())
+                if old is not None:
+                    param.grad = param.grad + old
+            else:
+                param.grad = old
+    return out, total ** 0.5
 
 
 def _expire_codes_and_reset_stats(codebook: torch.nn.Module, batch_samples: torch.Tensor) -> None:
@@ -139,8 +226,13 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
         self._log_epoch: tp.Optional[int] = None
         self._log_index = 0
         self._nonfinite_workers = 0  # workers whose last back-propagated term was not finite
+        # The gradient diagnostic of this step: encoder-side gradient norms of the weighted term ('term') and of
+        # the balanced losses ('rec'), on the steps that measure it (None on the others).
+        self._grad_probe: tp.Optional[tp.Dict[str, float]] = None
         super().__init__(cfg)
         self.register_stateful('mmd_state')
+        self._balancer_backward = self.balancer.backward
+        self.balancer.backward = self._measured_balancer_backward  # instance attribute: AudioCraft's class unchanged
 
     @staticmethod
     def _check_mmd_config(cfg: omegaconf.DictConfig) -> None:
@@ -166,6 +258,21 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
                              "non-finite terms, only skip and log them).")
         if mmd.schedule == 'paper' and mmd.paper_every < 1:
             raise ValueError(f"mmd.paper_every={mmd.paper_every} must be >= 1.")
+        for key, options in (('stream', STREAMS), ('normalization', NORMALIZATIONS), ('delay_crop', DELAY_CROPS),
+                             ('bandwidth_unit', BANDWIDTH_UNITS)):
+            if mmd[key] not in options:
+                raise ValueError(f"mmd.{key}={mmd[key]!r} is unknown: use one of {list(options)}.")
+        if mmd.bandwidth_unit == 'radius' and (mmd.kernel not in ('multiscale_gaussian', 'gaussian')
+                                               or mmd.bandwidth != 'fixed'):
+            raise ValueError(f"mmd.bandwidth_unit=radius reads fixed Gaussian bandwidths as radii (a = sigma^2); "
+                             f"it has no meaning with mmd.kernel={mmd.kernel} mmd.bandwidth={mmd.bandwidth}: use "
+                             "mmd.bandwidth_unit=variance, or mmd.kernel=multiscale_gaussian|gaussian with "
+                             "mmd.bandwidth=fixed.")
+        options = loss_options(mmd)
+        try:
+            check_options(**{k: v for k, v in options.items() if k not in ('bandwidths', 'standardize', 'clamp')})
+        except ValueError as error:
+            raise ValueError(f"Invalid mmd config (the option names are the mmd.* keys): {error}") from None
         if CompressionMMDSolver._uses_python_visqol(cfg):
             PythonViSQOL(**dict_from_config(cfg.metrics.visqol))  # fail at start, not after training, if visqol-python is missing
 
@@ -182,18 +289,18 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
         measure_pattern = self.mmd_cfg.measure_pattern
         self.measure_delays = self.delays if measure_pattern is None else resolve_delays(
             omegaconf.OmegaConf.create({'delays': None, 'pattern': measure_pattern}), len(rvq.layers))
-        self.loss_options = dict(
-            estimator=self.mmd_cfg.estimator, kernel=self.mmd_cfg.kernel,
-            bandwidths=None if self.mmd_cfg.bandwidths is None else list(self.mmd_cfg.bandwidths),
-            bandwidth=self.mmd_cfg.bandwidth, scale=float(self.mmd_cfg.scale), standardize=self.mmd_cfg.standardize,
-            max_samples=self.mmd_cfg.max_samples, num_features=self.mmd_cfg.num_features,
-            gather=self.mmd_cfg.gather, clamp=self.mmd_cfg.clamp)
+        if self.mmd_cfg.delay_crop == 'num_codebooks' and max(self.delays) > len(rvq.layers):
+            raise ValueError(f"mmd.delay_crop=num_codebooks drops {len(rvq.layers)} steps, fewer than "
+                             f"max(delays)={max(self.delays)} (mmd.delays={self.delays}): use "
+                             "mmd.delay_crop=max_delay.")
+        self.loss_options = loss_options(self.mmd_cfg)
         self.mmd_rng = torch.Generator(device=self.device)
         self.mmd_rng.manual_seed(self.cfg.seed + flashy.distrib.rank())
         self.dependence = self._new_dependence()
         self._collect_codes = False
         self._in_evaluate = False
-        self._stage_outputs: tp.List[torch.Tensor] = []
+        # (input residual, output) of each RVQ stage of the current forward, for `stage_stream`.
+        self._stages: tp.List[tp.Tuple[torch.Tensor, torch.Tensor]] = []
         self._paper_buffer: tp.Deque[torch.Tensor] = deque(maxlen=max(1, self.mmd_cfg.paper_every))
         # Decayed histogram of the codes training frames actually pick [K, bins]: the warm-up's usage measure.
         self._code_counts = torch.zeros(len(rvq.layers), rvq.layers[0].codebook_size, device=self.device)
@@ -236,10 +343,10 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
             self._paper_buffer.append(inputs[0].detach())
 
     def _before_quantizer(self, module, inputs):
-        self._stage_outputs = []
+        self._stages = []
 
     def _on_stage(self, module, inputs, output):
-        self._stage_outputs.append(output[0])
+        self._stages.append((inputs[0], output[0]))
 
     def _after_quantizer(self, module, inputs, qres: QuantizedResult) -> QuantizedResult:
         if not self.model.training:
@@ -280,13 +387,12 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
         if cfg.schedule == 'paper':
             streams = self._paper_streams(weight)  # every paper_every steps (also at weight 0, unchanged)
         elif logged:
-            streams = torch.stack(self._stage_outputs, dim=1)
-        self._stage_outputs = []
+            streams = self._take_streams()
+        self._stages = []
         value = None if streams is None else self._term(streams, with_grad=weight > 0)
 
         metrics = dict(qres.metrics)
         metrics['mmd_weight'] = torch.tensor(weight)
-        penalty = qres.penalty
         if value is not None:
             if weight > 0:
                 # Decided on every worker from the same flag: they skip (or keep) the same terms, or their
@@ -298,7 +404,10 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
                 else:
                     self._nonfinite_run = 0
                     if value.requires_grad:
-                        penalty = value * weight if penalty is None else penalty + value * weight
+                        # The paper schedule's macro batch has a graph of its own; the per-step streams share the
+                        # step's encoder graph, which AudioCraft's backward passes still need.
+                        self._backward_term(value * weight, retain_graph=cfg.schedule == 'per_step',
+                                            measure=cfg.schedule == 'paper' or periodic)
             else:
                 # Not back-propagated: only logged (no host sync, no collective).
                 metrics['mmd_nonfinite'] = (~torch.isfinite(value.detach())).float()
@@ -319,7 +428,37 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
                 batch_counts = self._batch_code_counts(qres.codes, decay=False)
             for k, counts in enumerate(batch_counts):
                 metrics[f"ppl_q{k + 1}"] = _perplexity(counts)
-        return dataclasses.replace(qres, penalty=penalty, metrics=metrics)
+        return dataclasses.replace(qres, metrics=metrics)
+
+    # --- the gradient diagnostic -----------------------------------------------------------------------------------
+    def _backward_term(self, loss: torch.Tensor, retain_graph: bool, measure: bool) -> None:
+        """Back-propagate the weighted term now; on measured steps, record its encoder gradient norm."""
+        if not measure:
+            loss.backward(retain_graph=retain_graph)
+            return
+        _, norm = _grad_norm_of(lambda: loss.backward(retain_graph=retain_graph), list(self.model.encoder.parameters()))
+        self._grad_probe = {'term': norm}
+
+    def _measured_balancer_backward(self, losses, input):
+        """AudioCraft's `balancer.backward`; on measured steps, records the encoder gradient norm it adds."""
+        if self._grad_probe is None:
+            return self._balancer_backward(losses, input)
+        out, self._grad_probe['rec'] = _grad_norm_of(lambda: self._balancer_backward(losses, input),
+                                                     list(self.model.encoder.parameters()))
+        return out
+
+    def run_step(self, idx: int, batch: torch.Tensor, metrics: dict) -> dict:
+        """AudioCraft's step, plus the gradient diagnostic on the steps that measure it: the encoder-side gradient
+        norms of the weighted term (`mmd_grad_norm`) and of the balanced reconstruction losses (`rec_grad_norm`),
+        and their ratio `mmd_grad_ratio` (local to each worker, before gradient averaging and clipping)."""
+        self._grad_probe = None
+        metrics = super().run_step(idx, batch, metrics)
+        probe, self._grad_probe = self._grad_probe, None
+        if probe is not None and 'rec' in probe:
+            metrics['mmd_grad_norm'] = probe['term']
+            metrics['rec_grad_norm'] = probe['rec']
+            metrics['mmd_grad_ratio'] = probe['term'] / max(probe['rec'], 1e-30)
+        return metrics
 
     def _periodic_step(self) -> bool:
         """Whether this training step is one of the `mmd.log_every` measured ones: the first step of each epoch,
@@ -333,8 +472,10 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
         return due
 
     def _take_streams(self) -> torch.Tensor:
-        streams = torch.stack(self._stage_outputs, dim=1)
-        self._stage_outputs = []
+        """The `mmd.stream` vectors of the stages of the last forward [B, K_active, D, T]."""
+        streams = torch.stack([stage_stream(self.mmd_cfg.stream, stage_input, stage_output)
+                               for stage_input, stage_output in self._stages], dim=1)
+        self._stages = []
         return streams
 
     # --- non-finite terms ----------------------------------------------------------------------------------------
@@ -372,10 +513,12 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
     def _term(self, streams: torch.Tensor, with_grad: bool) -> torch.Tensor:
         """Independence value of the active codebooks of `streams` [B, K, D, T] (0 with fewer than 2)."""
         num_active = streams.shape[1]
-        if num_active < 2 or streams.shape[-1] <= max(self.delays[:num_active]):
+        delays = self.delays[:num_active]
+        crop = num_active if self.mmd_cfg.delay_crop == 'num_codebooks' and any(delays) else None
+        if num_active < 2 or streams.shape[-1] <= max(delays + [crop or 0]):
             return torch.zeros((), device=streams.device)
         with torch.set_grad_enabled(with_grad):
-            return independence_loss(streams if with_grad else streams.detach(), delays=self.delays[:num_active],
+            return independence_loss(streams if with_grad else streams.detach(), delays=delays, crop=crop,
                                      generator=self.mmd_rng, **self.loss_options)
 
     def _paper_streams(self, weight: float) -> tp.Optional[torch.Tensor]:
@@ -385,11 +528,17 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
         """
         if self.mmd_state['step'] % self.mmd_cfg.paper_every != 0 or not self._paper_buffer:
             return None
-        audio = torch.cat(list(self._paper_buffer), dim=0)
+        batches = list(self._paper_buffer)
         self._paper_buffer.clear()
         with torch.set_grad_enabled(weight > 0):
-            x, _ = self.model.preprocess(audio)
-            streams, _ = quantize_streams(self.model.quantizer.vq, self.model.encoder(x))
+            embs = []
+            for audio in batches:
+                x, _ = self.model.preprocess(audio)
+                # As the authors' code: one checkpointed encoder pass per stored batch, so that the macro batch's
+                # activations are recomputed in the backward instead of held (32 batches at the paper's scale).
+                embs.append(torch.utils.checkpoint.checkpoint(self.model.encoder, x, use_reentrant=False)
+                            if weight > 0 else self.model.encoder(x))
+            streams, _ = quantize_streams(self.model.quantizer.vq, torch.cat(embs, dim=0), self.mmd_cfg.stream)
         return streams
 
     def _batch_code_counts(self, codes: torch.Tensor, decay: bool = True) -> torch.Tensor:

@@ -19,14 +19,14 @@ GRID_NAMES = sorted(m.name for m in pkgutil.iter_modules(grids.__path__) if not 
                     and m.name != 'local')
 EXPECTED = {'mmd_sweep': 18, 'delay_ablation': 15, 'kernel_ablation': 15, 'estimator_ablation': 18,
             'schedule_ablation': 6, 'reproduction': 21, 'long_training': 9, 'factorization_gap': 18,
-            'real_music': 6}
+            'real_music': 6, 'objective_ablation': 27}
 
 
 def test_every_grid_is_listed():
     assert set(GRID_NAMES) == set(EXPECTED)
 
 
-@pytest.mark.slow  # composes all 111 XPs (about a minute on 2 cores)
+@pytest.mark.slow  # composes all 138 XPs (about a minute on 2 cores)
 @pytest.mark.parametrize('name', GRID_NAMES)
 def test_grid_builds_distinct_xps_at_small_scale(name, monkeypatch):
     set_scale(monkeypatch, True)
@@ -117,3 +117,33 @@ def test_real_music_trains_the_reproduction_settings_on_the_real_preset(small, m
     else:
         assert settings == {(0., 0.), (100., 0.)}
         assert {(xp.cfg.sample_rate, xp.cfg.rvq.bins) for xp in xps} == {(32000, 2048)}
+
+
+@pytest.mark.parametrize('small', [True, False])
+def test_objective_ablation_compares_the_authors_objective_with_ours(small, monkeypatch):
+    set_scale(monkeypatch, small)
+    xps = grid_xps('objective_ablation')
+    assert len(xps) == 27 and len({xp.sig for xp in xps}) == 27
+    authors = [xp.cfg.mmd for xp in xps if xp.cfg.mmd.normalization == 'clips' and xp.cfg.mmd.weight > 0]
+    assert len(authors) == 18
+    assert all((m.stream, m.schedule, m.paper_every, m.estimator) == ('residual', 'paper', 32, 'permutation')
+               for m in authors)
+    weights = sorted({float(m.weight) for m in authors})
+    assert weights == ([100., 1000., 10000.] if small else [300., 1000., 3000.])
+    assert {float(m.warmup.guard) for m in authors} == {0., 0.1}
+    ours = [xp.cfg.mmd for xp in xps if xp.cfg.mmd.normalization == 'samples' and xp.cfg.mmd.weight > 0]
+    assert sorted(str(m.stream) for m in ours) == ['codeword'] * 3 + ['residual'] * 3
+    assert all((m.estimator, m.bandwidth, float(m.warmup.guard)) == ('dhsic', 'median', 0.1) for m in ours)
+    if small:  # the weight-0 and codeword XPs are the reproduction grid's: trained once
+        reproduction = {xp.sig for xp in grid_xps('reproduction')}
+        assert len({xp.sig for xp in xps} & reproduction) == 6
+
+
+def test_paper_scale_sweep_is_in_the_authors_units_and_ablations_keep_paper_v1(monkeypatch):
+    set_scale(monkeypatch, False)
+    sweep = grid_xps('mmd_sweep')
+    assert {str(xp.cfg.mmd.normalization) for xp in sweep} == {'clips'}
+    assert sorted({float(xp.cfg.mmd.weight) for xp in sweep}) == [0., 100., 300., 1000., 3000.]
+    for xp in grid_xps('estimator_ablation'):
+        assert (xp.cfg.mmd.normalization, xp.cfg.mmd.schedule, xp.cfg.mmd.warmup.steps) == ('samples', 'per_step',
+                                                                                            2000)

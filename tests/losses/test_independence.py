@@ -431,3 +431,101 @@ def test_kernel_options_give_a_runnable_combination_closest_to_the_preferred_one
             assert options == {'kernel': kernel, 'estimator': estimator, 'bandwidth': bandwidth}
     with pytest.raises(ValueError, match='unknown kernel'):
         kernel_options('laplacian', estimator, bandwidth)
+
+
+# ------------------------------------------------------------------------------------ the authors' normalizer
+def authors_mmd(streams: torch.Tensor, perms, bandwidths=(0.1, 1.0, 5.0, 10.0, 20.0, 50.0)):
+    """The authors' term written from its description (PR #465 as shipped), independently of the module: codebook k
+    shifted later by k frames (zero padded), the first K steps cropped, rows = (clip, step), per-coordinate
+    standardization with the unbiased variance and eps 1e-8, codebook k's rows permuted by perms[k], kernel sums
+    over all pairs divided by the CLIP count B: (S_xx - B) / (B (B - 1)) + (S_yy - B) / (B (B - 1)) - 2 S_xy / B^2
+    per bandwidth a of exp(-d / 2a), clamped at 0.
+
+    Returns:
+        The term, and U_xx + U_yy: the mean off-diagonal kernel value within the joint and within the shuffled rows
+        (summed over bandwidths).
+    """
+    batch, num_codebooks, dim, frames = streams.shape
+    delayed = torch.stack([torch.nn.functional.pad(streams[:, k, :, :frames - k], (k, 0))
+                           for k in range(num_codebooks)], dim=1)[..., num_codebooks:]
+    rows = delayed.permute(0, 3, 1, 2).reshape(-1, num_codebooks, dim)
+    rows = (rows - rows.mean(0, keepdim=True)) / torch.sqrt(rows.var(0, keepdim=True) + 1e-8)
+    shuffled = torch.stack([rows[perms[k], k] for k in range(num_codebooks)], dim=1)
+    n = len(rows)
+    x, y = rows.reshape(n, -1), shuffled.reshape(n, -1)
+    dxx, dyy, dxy = torch.cdist(x, x).square(), torch.cdist(y, y).square(), torch.cdist(x, y).square()
+    out = torch.zeros((), dtype=streams.dtype)
+    within = torch.zeros((), dtype=streams.dtype)
+    for a in bandwidths:
+        kxx, kyy = torch.exp(-dxx / (2 * a)), torch.exp(-dyy / (2 * a))
+        out = out + (kxx.sum() - batch) / (batch * (batch - 1)) + (kyy.sum() - batch) / (batch * (batch - 1))
+        out = out - 2 * torch.exp(-dxy / (2 * a)).sum() / batch ** 2
+        within = within + (kxx.sum() - kxx.diagonal().sum() + kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
+    return out.clamp(min=0), within
+
+
+AUTHORS = dict(estimator='permutation', normalization='clips', delays=[0, 1, 2, 3], crop=4, std_eps=1e-8,
+               std_correction=1)
+
+
+@pytest.mark.parametrize('rho', [0.0, 0.5])
+def test_clips_normalization_equals_the_authors_formula(rho):
+    # float64, fixed permutations: the module and the formula above agree to 1e-6 (relative), with the delay crop
+    # of K steps.
+    batch, frames = 3, 20
+    streams = make_streams(rho, seed=3, batch=batch, dim=3, frames=frames, dtype=torch.float64)
+    ours = independence_loss(streams, generator=gen(5), **AUTHORS)
+    n = batch * (frames - 4)
+    g = gen(5)
+    perms = [torch.randperm(n, generator=g) for _ in range(4)]  # drawn in the module's order: codebook 0 first
+    theirs, within = authors_mmd(streams, perms)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-9)
+    # What it is in this project's units, exactly: (n/B)^2 x the 'samples' value, plus the constant
+    # 2 (n - B) / (B (B - 1)) per bandwidth (their diagonal), plus n (n - B) / (B^2 (B - 1)) x (U_xx + U_yy), a
+    # within-sample kernel mean that is NOT constant: it has a gradient that spreads the samples apart.
+    unclamped = independence_loss(streams, generator=gen(5), clamp=False, **AUTHORS)
+    samples = independence_loss(streams, generator=gen(5), clamp=False, estimator='permutation',
+                                delays=[0, 1, 2, 3], crop=4, std_eps=1e-8, std_correction=1)
+    floor = 6 * 2 * (n - batch) / (batch * (batch - 1))
+    spread = n * (n - batch) / (batch ** 2 * (batch - 1)) * within
+    torch.testing.assert_close(unclamped, (n / batch) ** 2 * samples + floor + spread, rtol=1e-9, atol=1e-9)
+
+
+def test_clips_grows_with_dependence_on_the_delayed_tuples():
+    # Codebook k carries the shared latent k frames EARLY, so that the delayed tuples share it. Measured here with
+    # seeds 1-3 at n = 496 rows, B = 4 clips: 15630-15660 independent, 16290-16320 at rho = 0.5 (the (n/B)^2 x
+    # 'samples' part; the rest is the normalizer's spread term, ~15600): a margin of 300, 10 x the seed spread.
+    def lagged(rho, seed):
+        x = make_streams(rho, seed)
+        return torch.stack([torch.roll(x[:, k], -k, dims=-1) for k in range(x.shape[1])], dim=1)
+    for seed in (1, 2):
+        independent = float(independence_loss(lagged(0.0, seed), generator=gen(0), **AUTHORS))
+        dependent = float(independence_loss(lagged(0.5, seed), generator=gen(0), **AUTHORS))
+        assert dependent > independent + 300
+
+
+def test_crop_drops_the_leading_delayed_steps():
+    x = torch.arange(2 * 3 * 1 * 10, dtype=torch.float32).reshape(2, 3, 1, 10)
+    default, authors = align_delays(x, [0, 1, 2]), align_delays(x, [0, 1, 2], crop=3)
+    assert default.shape[-1] == 8 and authors.shape[-1] == 7
+    torch.testing.assert_close(authors, default[..., 1:])
+    with pytest.raises(ValueError, match=r'crop=1 must be an int in \[max\(delays\), T\) = \[2, 10\)'):
+        align_delays(x, [0, 1, 2], crop=1)
+    with pytest.raises(ValueError, match='applies to delayed tuples'):
+        independence_loss(torch.randn(2, 3, 2, 10), crop=3)
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(normalization='frames'), "unknown normalization 'frames'"),
+    (dict(normalization='clips', estimator='dhsic'), "needs estimator='permutation' and a distance kernel"),
+    (dict(normalization='clips', kernel='linear'), "needs estimator='permutation' and a distance kernel"),
+    (dict(normalization='clips', max_samples=10), 'cannot be combined with max_samples'),
+    (dict(normalization='clips', gather=True), 'or gather'),
+    (dict(std_eps=0.0), 'std_eps'),
+    (dict(std_correction=2), 'std_correction'),
+])
+def test_bad_options_name_the_fix(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ind.check_options(**kwargs)
+    with pytest.raises(ValueError, match=match):
+        independence_loss(torch.randn(2, 4, 4, 8), **kwargs)

@@ -76,22 +76,50 @@ def test_hooks_capture_exactly_the_stage_outputs(solver):
     torch.testing.assert_close(again, streams)
 
 
-def test_term_gradient_reaches_the_encoder_not_the_decoder(embedded_music):
+@pytest.mark.parametrize('stream', ['codeword', 'residual', 'input'])
+def test_term_gradient_reaches_the_encoder_only(embedded_music, stream):
     # Unclamped, so that the value (and its gradient) is non-zero whatever its sign on this batch.
-    solver = make_solver(['rvq.q_dropout=false', 'mmd.bandwidth=median', 'mmd.clamp=false'])
+    solver = make_solver(['rvq.q_dropout=false', 'mmd.bandwidth=median', 'mmd.clamp=false', f'mmd.stream={stream}'])
     x = train_batch(solver)
     for layer in solver.model.quantizer.vq.layers:
-        layer.commitment_weight = 0.  # penalty = the term alone
+        layer.commitment_weight = 0.  # no other gradient in the forward
     solver.mmd_state['usage_reached_at'] = 0
     solver.model.zero_grad(set_to_none=True)
-    qres = solver.model(x)
-    assert qres.penalty.requires_grad and qres.metrics['mmd'] != 0
-    qres.penalty.backward()
+    qres = solver.model(x)  # the quantizer's hook back-propagates the weighted term during the forward
+    assert qres.metrics['mmd'] != 0
     encoder_grad = sum(p.grad.abs().sum().item() for p in solver.model.encoder.parameters() if p.grad is not None)
-    decoder_grads = [p.grad for p in solver.model.decoder.parameters() if p.grad is not None]
-    assert encoder_grad > 0
-    assert all(g.abs().sum() == 0 for g in decoder_grads)
-    assert torch.isfinite(torch.tensor(encoder_grad))
+    assert encoder_grad > 0 and torch.isfinite(torch.tensor(encoder_grad))
+    # Nothing else: the decoder and the quantizer (its codebooks are EMA buffers) get no gradient.
+    for part in (solver.model.decoder, solver.model.quantizer):
+        assert all(p.grad is None or p.grad.abs().sum() == 0 for p in part.parameters())
+
+
+@pytest.mark.parametrize('stream', ['residual', 'input'])
+def test_residual_streams_are_the_embedding_minus_the_cumulative_codewords(solver, stream):
+    captured = []
+    x = train_batch(solver)
+    solver.model.eval()
+    original, solver.mmd_cfg.stream = solver._term, stream
+
+    def spy(streams, with_grad):
+        captured.append(streams.detach().clone())
+        return original(streams, with_grad)
+    solver._term = spy
+    try:
+        with torch.no_grad():
+            emb = solver.model.encoder(x)
+            qres = solver.model.quantizer(emb, solver.model.frame_rate)
+            again, _ = quantize_streams(solver.model.quantizer.vq, emb, stream)
+    finally:
+        solver._term, solver.mmd_cfg.stream = original, 'codeword'
+    rvq = solver.model.quantizer.vq
+    codewords = torch.stack([layer.decode(qres.codes[:, k]) for k, layer in enumerate(rvq.layers)], dim=1)
+    cumulative = codewords.cumsum(dim=1)  # sum_{j <= k} q_j
+    if stream == 'input':  # sum_{j < k} q_j
+        cumulative = torch.cat([torch.zeros_like(cumulative[:, :1]), cumulative[:, :-1]], dim=1)
+    expected = emb[:, None] - cumulative
+    torch.testing.assert_close(captured[0], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(again, expected, atol=1e-5, rtol=1e-5)  # the paper schedule's re-quantization
 
 
 def test_weight_zero_matches_audiocraft_compression_solver(embedded_music):
@@ -152,20 +180,101 @@ def test_dependence_is_measured_on_the_lm_pattern_whatever_the_term_pattern(embe
     ('mmd.schedule=sometimes', 'mmd.schedule'),
     ('mmd.measure_pattern=unroll', r"mmd.measure_pattern='unroll' is unknown"),
     ('mmd.warmup.guard=1.5', r'mmd.warmup.guard=1.5 is a usage \(perplexity / bins\) in \[0, 1\)'),
-    # AudioCraft's default threshold with the debug batch (100 frames / 64 bins = 1.56 per code and step)
+    # AudioCraft's default threshold with the debug batch (400 frames / 64 bins = 1.56... per code and step)
     ('rvq.threshold_ema_dead_code=2', r'Lower it, e.g. rvq.threshold_ema_dead_code=0.16'),
+    ('mmd.stream=latent', r"mmd.stream='latent' is unknown: use one of \['codeword', 'residual', 'input'\]"),
+    ('mmd.normalization=frames', r"mmd.normalization='frames' is unknown: use one of \['samples', 'clips'\]"),
+    ('mmd.delay_crop=all', r"mmd.delay_crop='all' is unknown"),
+    ('mmd.bandwidth_unit=sigma', r"mmd.bandwidth_unit='sigma' is unknown"),
+    (['mmd.normalization=clips', 'mmd.estimator=dhsic'], r"Invalid mmd config .*normalization='clips' .*needs "
+                                                         r"estimator='permutation'"),
+    (['mmd.normalization=clips', 'mmd.gather=true'], r"Invalid mmd config .*cannot be combined"),
+    (['mmd.bandwidth_unit=radius', 'mmd.bandwidth=median'], r'mmd.bandwidth_unit=radius .* no meaning'),
+    (['mmd.delay_crop=num_codebooks', 'mmd.delays=[0,0,0,5]'], r'use mmd.delay_crop=max_delay'),
 ])
 def test_config_errors_are_clear(embedded_music, override, message):
     with pytest.raises(ValueError, match=message):
-        make_solver([override])
+        make_solver(override if isinstance(override, list) else [override])
+
+
+# The authors' objective, point by point (facebookresearch/audiocraft PR #465 as shipped; see config/mmd/authors.yaml).
+AUTHORS_OBJECTIVE = {
+    'weight': 1000., 'stream': 'residual', 'normalization': 'clips', 'estimator': 'permutation',
+    'kernel': 'multiscale_gaussian', 'bandwidths': None, 'bandwidth': 'fixed', 'bandwidth_unit': 'variance',
+    'scale': 1., 'standardize': True, 'std_eps': 1e-8, 'std_correction': 1, 'clamp': True, 'max_samples': None,
+    'gather': False, 'pattern': 'delay', 'delays': None, 'delay_crop': 'num_codebooks', 'schedule': 'paper',
+    'paper_every': 32, 'warmup': {'min_usage': 0., 'steps': 0, 'guard': 0.},
+}
+
+
+@pytest.mark.parametrize('config', ['encodec_mmd', 'encodec_mmd_small', 'encodec_mmd_debug'])
+def test_authors_preset_gives_the_authors_objective_on_every_solver_config(config):
+    from omegaconf import OmegaConf
+    from audiocraft_mmd.solvers.compression_mmd import OBJECTIVE_KEYS
+    argv = [f'solver=compression/{config}'] + ([] if config == 'encodec_mmd' else ['mmd=authors'])
+    mmd = OmegaConf.to_container(main.get_xp(argv).cfg.mmd, resolve=True)
+    for key, value in AUTHORS_OBJECTIVE.items():
+        if key == 'warmup':
+            assert {k: mmd['warmup'][k] for k in value} == value, config
+        else:
+            assert mmd[key] == value, (config, key)
+    # Every objective key is set by the preset: nothing of the solver file's own block can leak into it.
+    assert set(OBJECTIVE_KEYS) - {'num_features'} == set(AUTHORS_OBJECTIVE)
+
+
+def test_radius_reading_squares_the_bandwidths(embedded_music):
+    assert make_solver(['mmd.bandwidth_unit=radius']).loss_options['bandwidths'] == pytest.approx(
+        [0.01, 1., 25., 100., 400., 2500.])
+    assert make_solver([]).loss_options['bandwidths'] is None  # the kernel's defaults, read as variances
+
+
+def test_gradient_diagnostic_is_logged_and_leaves_training_unchanged(embedded_music):
+    # log_every=1 measures every step; log_every=1000 only the first: the models must end bit-identical.
+    states, logged, batches = [], [], None
+    for log_every in (1, 1000):
+        solver = make_solver(['rvq.q_dropout=false', 'mmd.bandwidth=median', 'mmd.clamp=false',
+                              f'mmd.log_every={log_every}'], seed=3)
+        solver.mmd_state['usage_reached_at'] = 0
+        if batches is None:
+            loader = iter(solver.dataloaders['train'])
+            batches = [next(loader) for _ in range(3)]
+        train_batch(solver)
+        torch.manual_seed(5)
+        logged.append([solver.run_step(idx, batch, {}) for idx, batch in enumerate(batches)])
+        states.append(solver.model.state_dict())
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
+    assert all('mmd_grad_ratio' in m for m in logged[0])
+    assert [('mmd_grad_ratio' in m) for m in logged[1]] == [True, False, False]
+    for metrics in logged[0]:
+        assert metrics['mmd_grad_norm'] > 0 and metrics['rec_grad_norm'] > 0
+        assert metrics['mmd_grad_ratio'] == pytest.approx(metrics['mmd_grad_norm'] / metrics['rec_grad_norm'])
+
+
+def test_gradient_diagnostic_is_off_at_weight_zero(embedded_music):
+    solver = make_solver(['mmd.weight=0', 'mmd.log_every=1'])
+    x = train_batch(solver)
+    assert 'mmd_grad_ratio' not in solver.run_step(0, x, {})
 
 
 def test_paper_schedule_takes_the_term_every_n_steps(embedded_music):
     solver = make_solver(['mmd.schedule=paper', 'mmd.paper_every=3', 'rvq.q_dropout=false', 'mmd.clamp=false',
                           'mmd.bandwidth=median'])
     x = train_batch(solver)
-    values = [float(solver.run_step(idx, x, {})['mmd']) for idx in range(6)]
-    assert [v != 0 for v in values] == [False, False, True, False, False, True]
+    metrics = [solver.run_step(idx, x, {}) for idx in range(6)]
+    assert [float(m['mmd']) != 0 for m in metrics] == [False, False, True, False, False, True]
+    # Every term step measures the gradient diagnostic (whatever log_every), and only those.
+    assert [('mmd_grad_ratio' in m) for m in metrics] == [False, False, True, False, False, True]
+
+
+@pytest.mark.parametrize('stream', ['codeword', 'residual'])
+def test_paper_schedule_streams_reach_the_encoder_through_checkpointing(embedded_music, stream):
+    solver = make_solver(['mmd.schedule=paper', 'mmd.paper_every=2', 'rvq.q_dropout=false', 'mmd.clamp=false',
+                          f'mmd.stream={stream}', 'mmd.normalization=clips', 'mmd.delay_crop=num_codebooks'])
+    x = train_batch(solver)
+    solver.run_step(0, x, {})
+    metrics = solver.run_step(1, x, {})
+    assert float(metrics['mmd']) != 0 and metrics['mmd_grad_norm'] > 0
 
 
 def test_warmup_waits_for_codebook_usage(embedded_music):
@@ -260,11 +369,12 @@ def inject_into_term(solver, value=float('nan'), stage=1, when=lambda: True):
     output as the term sees it (the reconstruction stays finite, so only the term can poison the encoder). Mid-clip:
     the first and last frames of a stage can fall outside the delay-aligned tuples."""
     def hook(module, inputs, output):
-        outs = solver._stage_outputs
-        if module.training and len(outs) > stage and when():
-            bad = torch.zeros_like(outs[stage])
+        stages = solver._stages  # (input residual, output) per stage; the term's default stream is the output
+        if module.training and len(stages) > stage and when():
+            stage_input, stage_output = stages[stage]
+            bad = torch.zeros_like(stage_output)
             bad[0, 0, bad.shape[-1] // 2] = value
-            outs[stage] = outs[stage] + bad  # keeps the straight-through gradient path to the encoder
+            stages[stage] = (stage_input, stage_output + bad)  # keeps the straight-through gradient path
     return solver.model.quantizer.register_forward_hook(hook, prepend=True)
 
 
