@@ -5,8 +5,9 @@
 
 Each variant builds its solver through the Dora main and times `run_step` (forward, balancer backward, the term,
 optimizer step) on one fixed batch; the first steps are warm-up. Variants: AudioCraft's own CompressionSolver on the
-same config (the reference row), weight 0 without and with the dead-code restart, the term at every step, and the
-paper's schedule (buffer N batches, re-encode, one term every N steps).
+same config (the reference row), weight 0 without and with the dead-code restart, the term at every step, the
+paper's schedule (buffer N batches, re-encode, one term every N steps), and the authors' objective (`mmd=authors`:
+residual streams, their normalizer, that schedule) at weight 0 and at their weight 1000.
 
 A weight-0 step computes the term's value (no gradient) only every `mmd.log_every` steps, for its logs, and restarts
 dead codes when `mmd.restart_dead_codes` says so (a training behaviour AudioCraft's solver does not have: the
@@ -89,12 +90,16 @@ def main_cli() -> None:
         base += ['dataset.batch_size=8']
     base += opts.overrides
     vanilla = "AudioCraft's CompressionSolver"
+    # This project's rows keep the objective they were designed on (encodec_mmd now defaults to mmd=authors).
+    ours = base + (['mmd=paper_v1'] if opts.paper else [])
     variants = {
         vanilla: base,
-        'weight 0, no restart': base + ['mmd.weight=0', 'mmd.restart_dead_codes=false'],
-        'weight 0 (baseline)': base + ['mmd.weight=0'],
-        'per step': base + ['mmd.weight=100'],
-        f'paper schedule (every {every})': base + ['mmd.weight=100', 'mmd.schedule=paper', f'mmd.paper_every={every}'],
+        'weight 0, no restart': ours + ['mmd.weight=0', 'mmd.restart_dead_codes=false'],
+        'weight 0 (baseline)': ours + ['mmd.weight=0'],
+        'per step': ours + ['mmd.weight=100'],
+        f'paper schedule (every {every})': ours + ['mmd.weight=100', 'mmd.schedule=paper', f'mmd.paper_every={every}'],
+        'mmd=authors, weight 0': base + ['mmd=authors', 'mmd.weight=0'],
+        f'mmd=authors (every {every})': base + ['mmd=authors', f'mmd.paper_every={every}'],
     }
     name = torch.cuda.get_device_name() if opts.device == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
     timed = {label: Timed(argv, opts.device, vanilla=label == vanilla) for label, argv in variants.items()}

@@ -117,6 +117,39 @@ def test_calibrate_measures_every_kernel_on_a_trained_xp(trained, dora_dir, monk
     assert "'inverse_quadratic':" in capsys.readouterr().out
 
 
+def test_objectives_measures_every_stream_and_normalizer_on_a_trained_xp(trained, dora_dir, monkeypatch, capsys,
+                                                                          tmp_path):
+    from audiocraft_mmd import objectives
+    from audiocraft_mmd.train import main
+    monkeypatch.setattr(main.dora, 'dir', Path(dora_dir))
+    measured = objectives.measure(trained.name, batches=2, rows=64)
+    assert measured['clips'] == 8 and measured['samples'] == 8 * (25 - 4)  # 0.5 s at 50 Hz, K = 4 cropped
+    assert measured['rec_grad'] > 0
+    terms = {(t['stream'], t['normalization']): t for t in measured['terms']}
+    assert set(terms) == {(s, n) for s in ('codeword', 'residual', 'input') for n in ('samples', 'clips')}
+    for (stream, normalization), term in terms.items():
+        assert math.isfinite(term['value']) and term['grad_per_weight'] > 0
+    # The kernel readings: each component's mean kernel value is a probability-like mass in (0, 1].
+    assert set(measured['kernel_mass']) == {"variance (authors' code)", "radius (paper's text)", 'median heuristic'}
+    assert all(0 < v <= 1 for pairs in measured['kernel_mass'].values() for _, v in pairs)
+    out = tmp_path / 'objectives.md'
+    assert objectives.main([trained.name, '--batches', '1', '--rows', '32', '--out', str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert '| residual | clips |' in printed and out.read_text() == printed
+
+
+def test_authors_preset_on_the_debug_config_logs_the_term_and_the_gradient_ratio(dora_dir, embedded_music):
+    # The done criterion of the authors' objective: 32 updates, one term step (every 32), logged with its ratio.
+    argv = DEBUG + ['mmd=authors', 'generate.every=1000', 'evaluate.every=1000']
+    dora(['run'] + argv, dora_dir)
+    epochs = history(xp_folder(dora_dir, argv))
+    train = epochs[-1]['train']
+    assert train['mmd_weight'] == 1000. and train['mmd'] > 0
+    assert train['mmd_grad_ratio'] == pytest.approx(train['mmd_grad_norm'] / train['rec_grad_norm'], rel=1e-6)
+    assert 'mmd_grad_ratio' not in epochs[0]['train']  # the first 16 updates hold no term step
+    assert {'mmd', 'codes_tc', 'codes_util_min'} <= set(epochs[-1]['valid'])
+
+
 def test_report_tabulates_a_trained_xp_and_draws_its_mi_heatmap(trained, dora_dir, monkeypatch, capsys,
                                                                  tmp_path):
     from audiocraft_mmd import report

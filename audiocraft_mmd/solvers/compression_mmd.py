@@ -338,8 +338,14 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
                 "mmd.restart_dead_codes=false.")
 
     # --- hooks -------------------------------------------------------------------------------------------------
+    def _paper_schedule(self) -> bool:
+        """The buffered schedule is on: `mmd.schedule=paper` with a weight. At weight 0 there is nothing to
+        back-propagate, so the term is measured as in the per-step schedule (the logged steps' own batches), and a
+        weight-0 step costs AudioCraft's: no buffer, no re-encoding."""
+        return self.mmd_cfg.schedule == 'paper' and self.mmd_cfg.weight > 0
+
     def _before_model(self, module, inputs):
-        if self.model.training and self.mmd_cfg.schedule == 'paper':
+        if self.model.training and self._paper_schedule():
             self._paper_buffer.append(inputs[0].detach())
 
     def _before_quantizer(self, module, inputs):
@@ -384,8 +390,9 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
         logged = weight > 0 or periodic  # the steps that log the term and ppl_q{k}
         # The term: with its gradient when it is back-propagated, else only on the logged steps (no gradient).
         streams: tp.Optional[torch.Tensor] = None
-        if cfg.schedule == 'paper':
-            streams = self._paper_streams(weight)  # every paper_every steps (also at weight 0, unchanged)
+        paper = self._paper_schedule()
+        if paper:
+            streams = self._paper_streams(weight)  # every paper_every steps
         elif logged:
             streams = self._take_streams()
         self._stages = []
@@ -406,12 +413,12 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
                     if value.requires_grad:
                         # The paper schedule's macro batch has a graph of its own; the per-step streams share the
                         # step's encoder graph, which AudioCraft's backward passes still need.
-                        self._backward_term(value * weight, retain_graph=cfg.schedule == 'per_step',
-                                            measure=cfg.schedule == 'paper' or periodic)
+                        self._backward_term(value * weight, retain_graph=not paper,
+                                            measure=paper or periodic)
             else:
                 # Not back-propagated: only logged (no host sync, no collective).
                 metrics['mmd_nonfinite'] = (~torch.isfinite(value.detach())).float()
-        if cfg.schedule == 'paper':
+        if paper:
             # The paper schedule logs its term on every step, 0 between its cycle steps (unchanged meaning).
             metrics['mmd'] = torch.zeros((), device=self.device) if value is None else value.detach()
         elif value is not None:

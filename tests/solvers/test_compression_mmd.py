@@ -267,6 +267,17 @@ def test_paper_schedule_takes_the_term_every_n_steps(embedded_music):
     assert [('mmd_grad_ratio' in m) for m in metrics] == [False, False, True, False, False, True]
 
 
+def test_paper_schedule_at_weight_zero_neither_buffers_nor_re_encodes(embedded_music):
+    # Nothing to back-propagate: measured like the per-step schedule (first step, then every log_every-th), so that
+    # a weight-0 step of the authors' preset costs AudioCraft's.
+    solver = make_solver(['mmd=authors', 'mmd.weight=0', 'mmd.log_every=2', 'mmd.paper_every=2',
+                          'rvq.q_dropout=false'])
+    x = train_batch(solver)
+    metrics = [solver.run_step(idx, x, {}) for idx in range(4)]
+    assert [('mmd' in m) for m in metrics] == [True, False, True, False]
+    assert len(solver._paper_buffer) == 0 and not any('mmd_grad_ratio' in m for m in metrics)
+
+
 @pytest.mark.parametrize('stream', ['codeword', 'residual'])
 def test_paper_schedule_streams_reach_the_encoder_through_checkpointing(embedded_music, stream):
     solver = make_solver(['mmd.schedule=paper', 'mmd.paper_every=2', 'rvq.q_dropout=false', 'mmd.clamp=false',
