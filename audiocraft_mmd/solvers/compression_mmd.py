@@ -147,6 +147,16 @@ def loss_options(mmd_cfg: tp.Any) -> tp.Dict[str, tp.Any]:
         std_correction=int(mmd_cfg.std_correction))
 
 
+def _log_term(metrics: tp.Dict[str, tp.Any], value: torch.Tensor) -> None:
+    """Log the term's value as `mmd` and whether it was finite as `mmd_nonfinite`; a non-finite value is left
+    out of `mmd` (AudioCraft averages each metric over an epoch: one NaN would make the epoch's mean NaN)."""
+    value = value.detach()
+    finite = bool(torch.isfinite(value))  # a host sync: metrics become floats on the host in any case
+    metrics['mmd_nonfinite'] = torch.tensor(float(not finite))
+    if finite:
+        metrics['mmd'] = value
+
+
 def _grad_norm_of(backward: tp.Callable[[], tp.Any], params: tp.List[torch.nn.Parameter]) -> tp.Tuple[tp.Any, float]:
     """Run `backward` and measure the L2 norm of the gradient it adds to `params`, exactly.
 
@@ -364,10 +374,8 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
                 # AudioCraft's evaluate stage keeps the reconstruction and drops these metrics, and the term over a
                 # whole track costs O(frames^2): 65% of the stage on the real preset's 5-min tracks, for nothing.
                 return qres
-            value = self._term(streams, with_grad=False)
             metrics = dict(qres.metrics)
-            metrics['mmd'] = value.detach()
-            metrics['mmd_nonfinite'] = (~torch.isfinite(value.detach())).float()
+            _log_term(metrics, self._term(streams, with_grad=False))
             return dataclasses.replace(qres, metrics=metrics)
         return self._train_quantizer(qres)
 
@@ -405,7 +413,6 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
                 # Decided on every worker from the same flag: they skip (or keep) the same terms, or their
                 # gradients and metrics would no longer match.
                 nonfinite = self._nonfinite_everywhere(value, streams)
-                metrics['mmd_nonfinite'] = torch.tensor(float(nonfinite))
                 if nonfinite:
                     self._on_nonfinite_term(value, weight)
                 else:
@@ -415,14 +422,12 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
                         # step's encoder graph, which AudioCraft's backward passes still need.
                         self._backward_term(value * weight, retain_graph=not paper,
                                             measure=paper or periodic)
-            else:
-                # Not back-propagated: only logged (no host sync, no collective).
-                metrics['mmd_nonfinite'] = (~torch.isfinite(value.detach())).float()
-        if paper:
+            _log_term(metrics, value)
+            if weight > 0:
+                metrics['mmd_nonfinite'] = torch.tensor(float(nonfinite))  # on any worker: the skip decision
+        elif paper:
             # The paper schedule logs its term on every step, 0 between its cycle steps (unchanged meaning).
-            metrics['mmd'] = torch.zeros((), device=self.device) if value is None else value.detach()
-        elif value is not None:
-            metrics['mmd'] = value.detach()
+            metrics['mmd'] = torch.zeros((), device=self.device)
         if self._last_usage is not None:
             metrics['mmd_usage'] = torch.tensor(self._last_usage)
             self._last_usage = None
@@ -524,9 +529,14 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
         crop = num_active if self.mmd_cfg.delay_crop == 'num_codebooks' and any(delays) else None
         if num_active < 2 or streams.shape[-1] <= max(delays + [crop or 0]):
             return torch.zeros((), device=streams.device)
+        options = self.loss_options
+        if not self.model.training:
+            # Gather in training only: valid shards of different lengths would leave a worker waiting forever in
+            # the all_gather of a batch the others do not have (and valid only logs the term).
+            options = dict(options, gather=False)
         with torch.set_grad_enabled(with_grad):
             return independence_loss(streams if with_grad else streams.detach(), delays=delays, crop=crop,
-                                     generator=self.mmd_rng, **self.loss_options)
+                                     generator=self.mmd_rng, **options)
 
     def _paper_streams(self, weight: float) -> tp.Optional[torch.Tensor]:
         """The published schedule: every `paper_every` updates, re-encode the buffered batches with the current

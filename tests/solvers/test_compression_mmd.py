@@ -404,7 +404,8 @@ def test_nonfinite_term_is_skipped_logged_and_training_goes_on(embedded_music, b
         handle.remove()
     assert encoder_is_finite(solver), "the non-finite term was back-propagated into the encoder"
     assert torch.isfinite(metrics['penalty'])  # the commitment loss only
-    assert float(metrics['mmd_nonfinite']) == 1. and not torch.isfinite(metrics['mmd'])
+    # Counted, and left out of `mmd`: one NaN there would make the epoch's mean NaN.
+    assert float(metrics['mmd_nonfinite']) == 1. and 'mmd' not in metrics
     assert solver._nonfinite_run == 1
     metrics = solver.run_step(1, x, {})  # training goes on, with the term again
     assert float(metrics['mmd_nonfinite']) == 0. and torch.isfinite(metrics['mmd']) and solver._nonfinite_run == 0
@@ -461,7 +462,7 @@ def _nonfinite_on_one_rank_worker(rank, world):
         step['idx'] = idx
         metrics = solver.run_step(idx, x, {})
         flags.append(float(metrics['mmd_nonfinite']))
-        values.append(float(metrics['mmd']))
+        values.append(float(metrics['mmd']) if 'mmd' in metrics else float('nan'))
     handle.remove()
     checksum = sum(float(p.double().sum()) for p in solver.model.encoder.parameters())
     import flashy
@@ -478,6 +479,37 @@ def test_nonfinite_term_on_one_rank_is_skipped_on_both(embedded_music, gloo_work
     assert results[0]['finite_values'] == [True, True, True] and results[1]['finite_values'] == [True, False, True]
     assert results[0]['encoder_finite'] and results[1]['encoder_finite']
     assert results[0]['checksum'] == pytest.approx(results[1]['checksum'], rel=1e-6)
+
+
+def test_an_epoch_with_a_nonfinite_term_still_has_a_finite_mean(embedded_music):
+    import flashy
+    solver = make_solver(['rvq.q_dropout=false', 'mmd.max_nonfinite=0'])
+    x = train_batch(solver)
+    handle = inject_into_term(solver, when=lambda: solver.mmd_state['step'] == 2)
+    average = flashy.averager()
+    try:
+        for idx in range(3):
+            mean = average(solver.run_step(idx, x, {}))
+    finally:
+        handle.remove()
+    assert mean['mmd_nonfinite'] == pytest.approx(1 / 3) and torch.isfinite(torch.tensor(mean['mmd']))
+
+
+def _valid_terms_worker(rank, world):
+    # gather=true, and a valid shard one batch longer on rank 0: a gathered valid term would wait forever there.
+    solver = make_solver(['rvq.q_dropout=false', 'mmd.gather=true'])
+    x = train_batch(solver)
+    solver.model.eval()
+    values = []
+    with torch.no_grad():
+        for _ in range(2 if rank == 0 else 1):
+            values.append(float(solver.model(x).metrics['mmd']))
+    return {'values': values}
+
+
+def test_valid_never_gathers_so_uneven_shards_do_not_hang(embedded_music, gloo_workers):
+    results = gloo_workers(_valid_terms_worker, 2)  # raises queue.Empty after 60 s if a worker hangs
+    assert len(results[0]['values']) == 2 and len(results[1]['values']) == 1
 
 
 # --- the weight-0 hot path --------------------------------------------------------------------------------------
