@@ -241,6 +241,49 @@ def plateaued(history: tp.List[dict], patience: int, min_delta: float, key: str 
     return min(values[-patience:]) > best_before - min_delta
 
 
+def valid_token_counts(batch: tp.Any, padding_mask: torch.Tensor, frame_rate: float) -> tp.List[int]:
+    """Frames of each item's tokens that come from real audio, not from the zeros a short segment is padded with.
+
+    AudioCraft's dataset keeps segments down to `min_segment_ratio` of their length and pads them with zeros; with
+    `tokens.padding_with_special_token: false` (its default) the padding mask says nothing of it. This counts the
+    real frames as AudioCraft does when it sets the special token: floor(n_frames / sample_rate * frame_rate).
+
+    Args:
+        batch: the batch the solver was given ((audio, infos) with AudioCraft's infos, or something else).
+        padding_mask (torch.Tensor): AudioCraft's mask [B, K, T] of valid positions.
+        frame_rate (float): the tokenizer's frame rate.
+    Returns:
+        One count per item, at most T.
+    """
+    num_frames = padding_mask.shape[-1]
+    counts = padding_mask.all(dim=1).sum(dim=-1).tolist()
+    infos = batch[1] if isinstance(batch, (tuple, list)) and len(batch) == 2 else None
+    if isinstance(infos, (tuple, list)) and len(infos) == len(counts):
+        for i, info in enumerate(infos):
+            if hasattr(info, 'n_frames') and hasattr(info, 'sample_rate'):
+                real = math.floor(float(info.n_frames) / info.sample_rate * frame_rate)
+                counts[i] = min(counts[i], real, num_frames)
+    return [int(c) for c in counts]
+
+
+def unpadded_items(codes: torch.Tensor, counts: tp.List[int]) -> tp.Iterator[torch.Tensor]:
+    """The codes [B, K, T] without padded frames: the full-length items together, each shorter one on its own.
+
+    Args:
+        codes (torch.Tensor): codes [B, K, T].
+        counts (list of int): real frames of each item (`valid_token_counts`).
+    Yields:
+        Code tensors [B', K, T'] holding real frames only.
+    """
+    num_frames = codes.shape[-1]
+    full = [i for i, count in enumerate(counts) if count >= num_frames]
+    if full:
+        yield codes if len(full) == len(counts) else codes[full]
+    for i, count in enumerate(counts):
+        if 0 < count < num_frames:
+            yield codes[i:i + 1, :, :count]
+
+
 def _in_hf_cache(repo_id: str, filename: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
     found = try_to_load_from_cache(repo_id=repo_id, filename=filename)
@@ -311,7 +354,9 @@ class MusicGenMMDSolver(DependenceStages, MusicGenSolver):
         condition_tensors, audio_tokens, padding_mask = super()._prepare_tokens_and_attributes(
             batch, check_synchronization_points)
         if self._collect_codes and not self.model.training:
-            self.dependence.update(audio_tokens)
+            for codes in unpadded_items(audio_tokens, valid_token_counts(batch, padding_mask,
+                                                                         self.compression_model.frame_rate)):
+                self.dependence.update(codes)
         return condition_tensors, audio_tokens, padding_mask
 
     def run_step(self, idx: int, batch, metrics: dict) -> dict:

@@ -131,6 +131,27 @@ def test_valid_logs_bits_per_frame_and_the_tuple_dependence(solver, one_thread):
     assert not solver._collect_codes
 
 
+@pytest.mark.parametrize('special_token', [False, True])
+def test_padded_frames_stay_out_of_the_dependence_counts(solver, one_thread, special_token):
+    # A segment kept at half its length (AudioCraft's min_segment_ratio) is padded with zeros: with AudioCraft's
+    # default (no special token) its padded frames used to be counted; with the special token, its id reached
+    # the counts and valid failed with a ValueError.
+    audio, infos = next(iter(solver.dataloaders['valid']))
+    infos[0].n_frames = infos[0].n_frames // 2
+    real = math.floor(infos[0].n_frames / infos[0].sample_rate * 50)
+    solver.cfg.tokens.padding_with_special_token = special_token
+    solver.dependence = solver._new_dependence()
+    solver._collect_codes = True
+    solver.model.eval()
+    try:
+        with torch.no_grad():
+            solver._prepare_tokens_and_attributes((audio, infos))
+    finally:
+        solver._collect_codes = False
+        solver.cfg.tokens.padding_with_special_token = False
+    assert real < 50 and solver.dependence.num_samples == (len(infos) - 1) * (50 - 3) + (real - 3)
+
+
 def test_measure_pattern_of_an_unroll_lm_is_the_delay_tuple(tokenizer_folder, embedded_music):
     xp = main.get_xp(DEBUG + [f'compression_model_checkpoint={tokenizer_folder}', 'codebooks_pattern.modeling=unroll'])
     with xp.enter():
