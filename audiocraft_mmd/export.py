@@ -114,6 +114,7 @@ def export_musicgen(sig_or_path: str, out_dir: tp.Union[str, Path], max_duration
             if state_hash(exported) != saved_hash:
                 raise RuntimeError(f"The tokenizer at {reference!r} is not the one LM {sig_or_path} was trained on "
                                    "(its weights changed since): export the LM with the tokenizer it trained on.")
+        check_exportable_lm(cfg, CompressionModel.get_pretrained(str(tokenizer_file), device='cpu'), sig_or_path)
         lm_file = staging / 'state_dict.bin'
         export_lm(checkpoint, lm_file)
         lm_package = torch.load(lm_file, map_location='cpu', weights_only=False)
@@ -127,6 +128,37 @@ def export_musicgen(sig_or_path: str, out_dir: tp.Union[str, Path], max_duration
             'epochs_trained': len(package.get('history', [])), 'codebooks_pattern': cfg.codebooks_pattern.modeling,
             'sample_rate': int(cfg.sample_rate)}, indent=1))
     return Path(out_dir)
+
+
+MUSICGEN_TOP_K = 250  # MusicGen.set_generation_params' default top_k
+
+
+def check_exportable_lm(cfg: tp.Any, tokenizer: tp.Any, name: str) -> None:
+    """Refuse an LM whose export plain MusicGen would run wrongly; warn about defaults it cannot sample with.
+
+    Args:
+        cfg: the LM XP's config.
+        tokenizer: the exported tokenizer, as `CompressionModel.get_pretrained` loads it.
+        name (str): how the user named the LM (for the messages).
+    Raises:
+        ValueError: the LM models fewer codebooks than its tokenizer gives (`compression_model_n_q`), which
+            `MusicGen.get_pretrained` never applies: its generation would feed the LM every codebook.
+    """
+    import warnings
+    n_q = cfg.get('compression_model_n_q')
+    if n_q is not None and int(n_q) < tokenizer.num_codebooks:
+        raise ValueError(
+            f"LM {name} was trained on the first {n_q} of its tokenizer's {tokenizer.num_codebooks} codebooks "
+            f"(compression_model_n_q={n_q}), which MusicGen.get_pretrained does not apply: the exported folder would "
+            "hand the LM all of them (prompted generation fails). Nothing was exported. Train the LM on a tokenizer "
+            f"with {n_q} codebooks (e.g. a compression XP with rvq.n_q={n_q}), or without compression_model_n_q.")
+    card = int(cfg.transformer_lm.card)
+    if card < MUSICGEN_TOP_K:
+        warnings.warn(
+            f"LM {name} samples from {card} codes per codebook, fewer than MusicGen's default top_k="
+            f"{MUSICGEN_TOP_K}: plain MusicGen.generate on this export fails with 'selected index k out of range' "
+            f"unless you call model.set_generation_params(top_k={card}) (or lower) first. "
+            "`python -m audiocraft_mmd.generate` caps top_k at the codebook size.", stacklevel=3)
 
 
 class _staging:

@@ -173,3 +173,31 @@ def test_early_stop_on_a_valid_plateau():
     assert not plateaued(history, patience=3, min_delta=0.001)  # 8.995 improved on 9.0 by more than 0.001
     assert not plateaued(history[:3], patience=3, min_delta=0.01)  # too short to tell
     assert plateaued(history + [{'train': {}}], patience=3, min_delta=0.01)  # epochs without valid are skipped
+
+
+def test_export_refuses_an_lm_on_fewer_codebooks_than_its_tokenizer(tokenizer_folder, tmp_path):
+    from audiocraft_mmd.export import export_musicgen
+    out = tmp_path / 'export'
+    out.mkdir()
+    (out / 'keep.txt').write_text('written before')
+    cfg = lm_cfg([f'compression_model_checkpoint={tokenizer_folder}', 'compression_model_n_q=2',
+                  'transformer_lm.n_q=2'])
+    checkpoint = tmp_path / 'checkpoint.th'
+    torch.save({'xp.cfg': cfg}, checkpoint)
+    with pytest.raises(ValueError, match=r'first 2 of its tokenizer.s 4 codebooks \(compression_model_n_q=2\)'):
+        export_musicgen(str(checkpoint), out, package={'xp.cfg': cfg})
+    assert [p.name for p in out.iterdir()] == ['keep.txt']  # nothing already written is lost
+
+
+def test_export_of_an_lm_on_small_codebooks_says_how_to_sample_it(exported_tokenizer):
+    # 64 codes per codebook, below MusicGen's default top_k of 250: plain MusicGen.generate would fail.
+    from audiocraft.models import CompressionModel
+    from audiocraft_mmd.export import check_exportable_lm
+    tokenizer = CompressionModel.get_pretrained(str(exported_tokenizer / 'compression_state_dict.bin'), device='cpu')
+    with pytest.warns(UserWarning, match=r'set_generation_params\(top_k=64\)'):
+        check_exportable_lm(lm_cfg(), tokenizer, 'debug')
+    big = lm_cfg(['transformer_lm.card=256'])
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        check_exportable_lm(big, tokenizer, 'small')  # 256 codes: MusicGen's defaults work, nothing to say
