@@ -297,3 +297,15 @@ def test_each_checkpoint_file_gets_its_own_export(lm_folder, in_dora_dir):
     assert latest == lm_folder / 'export' and earlier == lm_folder / 'export_checkpoint_1'
     assert json.loads((earlier / 'export.json').read_text())['epochs_trained'] == 1
     assert json.loads((latest / 'export.json').read_text())['epochs_trained'] == 2
+
+
+def test_an_lm_that_stops_early_runs_its_final_evaluate_and_generate(dora_dir, lm_argv):
+    # min_delta 1000: no epoch improves enough, so the plateau is reached at epoch 2 of 10.
+    argv = lm_argv + ['optim.epochs=10', 'evaluate.every=1000', 'generate.every=1000',
+                      'musicgen_mmd.early_stop.patience=1', 'musicgen_mmd.early_stop.min_delta=1000']
+    dora(['run'] + argv, dora_dir)
+    folder = dora_dir / 'xps' / sig_of(argv)
+    epochs = history(folder)
+    assert len(epochs) == 2 and 'evaluate' not in epochs[0]
+    assert {'nll_bits_per_frame', 'codes_tc'} <= set(epochs[-1]['evaluate']) and 'generate' in epochs[-1]
+    assert any(p.stat().st_size > 1000 for p in folder.glob('samples/**/*.wav')), "no generated audio"

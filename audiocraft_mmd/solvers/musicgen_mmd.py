@@ -369,6 +369,18 @@ class MusicGenMMDSolver(DependenceStages, MusicGenSolver):
         return super().should_stop_training() or plateaued(self.history, self.cfg.musicgen_mmd.early_stop.patience,
                                                            self.cfg.musicgen_mmd.early_stop.min_delta)
 
+    def should_run_stage(self, stage_name: str) -> bool:
+        """AudioCraft's rule (every N epochs and at the last epoch), plus: the epoch whose valid stage reaches the
+        early-stopping plateau is the last one, so its evaluate and generate stages run (AudioCraft's loop returns
+        before the next epoch, and would never reach its final stages)."""
+        if super().should_run_stage(stage_name):
+            return True
+        if stage_name not in ('evaluate', 'generate') or 'valid' not in self._pending_metrics:
+            return False
+        early_stop = self.cfg.musicgen_mmd.early_stop
+        return plateaued(self.history + [{'valid': self._pending_metrics['valid']}], early_stop.patience,
+                         early_stop.min_delta)
+
     def get_formatter(self, stage_name: str):
         formatter = super().get_formatter(stage_name)
         formatter.formats['nll_bits_per_frame'] = '.3f'

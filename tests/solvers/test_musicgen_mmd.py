@@ -201,3 +201,24 @@ def test_export_of_an_lm_on_small_codebooks_says_how_to_sample_it(exported_token
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         check_exportable_lm(big, tokenizer, 'small')  # 256 codes: MusicGen's defaults work, nothing to say
+
+
+def test_the_epoch_that_stops_early_runs_the_final_stages(solver):
+    # Valid at the plateau for the first time in this epoch (pending, not yet committed): evaluate and generate run
+    # now, since AudioCraft's loop stops before the next epoch. Before it, only AudioCraft's own rule applies.
+    history, pending, early_stop = solver.history, solver._pending_metrics, solver.cfg.musicgen_mmd.early_stop
+    old = (list(history), dict(pending), early_stop.patience, solver.cfg.evaluate.every, solver.cfg.generate.every)
+    try:
+        solver.cfg.evaluate.every = solver.cfg.generate.every = 1000
+        early_stop.patience = 2
+        history[:] = [{'valid': {'nll_bits_per_frame': v}} for v in (10., 9., 9.5)]
+        pending.clear()
+        pending['valid'] = {'nll_bits_per_frame': 9.8}  # 2 epochs without improving on 9.0: plateau now
+        assert solver.should_run_stage('evaluate') and solver.should_run_stage('generate')
+        pending['valid'] = {'nll_bits_per_frame': 8.0}  # still improving: AudioCraft's rule only
+        assert not solver.should_run_stage('evaluate') and not solver.should_run_stage('generate')
+    finally:
+        history[:] = old[0]
+        pending.clear()
+        pending.update(old[1])
+        early_stop.patience, solver.cfg.evaluate.every, solver.cfg.generate.every = old[2:]
