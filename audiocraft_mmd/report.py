@@ -38,6 +38,7 @@ def lm_columns(num_codebooks: int) -> tp.List[tp.Tuple[str, str, str, str]]:
     """Columns of the LM table: NLL per frame (comparable across patterns), per-codebook CE, the tokens' dependence
     on the LM's one-step tuple, codebook use, and the generate stage's real-time factor."""
     return ([('valid', 'nll_bits_per_frame', 'NLL bits/frame (valid)', '.3f'),
+             ('valid', 'nll_bits_per_frame_common', 'NLL bits/frame, common frames (valid)', '.3f'),
              ('best', 'nll_bits_per_frame', 'best valid NLL', '.3f'),
              ('best', 'updates', 'updates to best', '.0f'),
              ('factorization', 'cost_bits', 'factorization cost (bits/frame)', '.3f'),

@@ -125,6 +125,8 @@ def test_valid_logs_bits_per_frame_and_the_tuple_dependence(solver, one_thread):
     assert metrics['nll_bits_per_frame'] == pytest.approx(metrics['ce'] * 4 / math.log(2), rel=1e-5)
     assert metrics['nll_bits_per_frame'] == pytest.approx(
         sum(metrics[f'ce_q{k}'] for k in range(1, 5)) / math.log(2), rel=1e-5)
+    # on the frames every pattern scores: for this delay LM, fewer than its own (T - k for codebook k)
+    assert math.isfinite(metrics['nll_bits_per_frame_common'])
     # codes of 8 valid clips of 1 s at 50 Hz, counted on the delay tuple (T - 3 tuples per clip)
     assert metrics['codes_num_samples'] == 8 * (50 - 3)
     assert {'codes_tc', 'codes_tc_excess', 'codes_util_min', 'codes_mi_12'} <= set(metrics)
@@ -222,3 +224,19 @@ def test_the_epoch_that_stops_early_runs_the_final_stages(solver):
         pending.clear()
         pending.update(old[1])
         early_stop.patience, solver.cfg.evaluate.every, solver.cfg.generate.every = old[2:]
+
+
+def test_common_frames_nll_is_the_same_whatever_frames_a_pattern_drops():
+    from audiocraft_mmd.solvers.musicgen_mmd import common_frames_nll_bits
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 10, 8, generator=g)
+    targets = torch.randint(0, 8, (2, 4, 10), generator=g)
+    full = torch.ones(2, 4, 10, dtype=torch.bool)
+    delay = full.clone()
+    for k in range(4):  # keep_only_valid_steps: a delay LM has no step for codebook k's last k frames
+        delay[:, k, 10 - k:] = False
+    value = common_frames_nll_bits(logits, targets, full)
+    assert float(value) == pytest.approx(float(common_frames_nll_bits(logits, targets, delay)))
+    expected = sum(torch.nn.functional.cross_entropy(logits[:, k, :7].reshape(-1, 8), targets[:, k, :7].reshape(-1))
+                   for k in range(4)) / math.log(2)  # frames [0, T - (K - 1)) = [0, 7)
+    assert float(value) == pytest.approx(float(expected), rel=1e-6)
