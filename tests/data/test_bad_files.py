@@ -187,3 +187,25 @@ def test_evaluate_checks_its_manifest_first(bad_manifest, tmp_path, real_entries
     evaluate.check_evaluate_data(OmegaConf.create({'datasource': {'evaluate': str(ok.parent)}}))
     # a missing manifest is left to env.check_datasource (which names the build command)
     evaluate.check_evaluate_data(OmegaConf.create({'datasource': {'evaluate': str(tmp_path / 'none')}}))
+
+
+@pytest.mark.slow
+def test_training_names_a_truncated_file_at_start(tmp_path, real_entries):
+    # The debug run on a train manifest whose third file is an interrupted copy: AudioCraft would meet it mid-
+    # training with a bare AssertionError; the run stops at start, naming the file, its line and the fix.
+    import os
+    import subprocess
+    import sys
+    from audiocraft_mmd.env import REPO_ROOT
+    entries = list(real_entries) + [_bad_entry('truncated', real_entries[0], tmp_path / 'audio')]
+    manifest = _write_manifest(tmp_path / 'egs' / 'train', entries)
+    dora_dir = tmp_path / 'dora'
+    env = {**os.environ, 'AUDIOCRAFT_MMD_DORA_DIR': str(dora_dir), 'AUDIOCRAFT_DORA_DIR': str(dora_dir),
+           'PATH': f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    run = subprocess.run([sys.executable, '-m', 'dora', 'run', 'solver=compression/encodec_mmd_debug',
+                          f'datasource.train={manifest.parent}'], cwd=REPO_ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert 'truncated.wav' in output and 'line 3' in output and 'fix:' in output
+    assert not list(dora_dir.glob('xps/*/checkpoint*.th'))  # nothing trained
