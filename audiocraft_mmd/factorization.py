@@ -13,14 +13,19 @@ the same frozen h until their held-out NLL stops improving (early stopping on a 
   weak dependence that a full table, fitted on tens of thousands of tuples, overfits before it finds), zero at
   start, added to the logits.
 
-Their NLL difference on the valid split, in bits per frame summed over the codebooks, is the estimated cost of the
-factorization (0 if the tuple's entries are independent given h). It is an estimate with this head class: a
-dependence the chained head cannot represent (three-way, or a pairwise one that changes with h) is not counted.
-Known answers (tests/test_factorization.py): independent tuples give about 0, a copied codebook its entropy.
+Their NLL difference on tuples they were not fitted on, in bits per frame summed over the codebooks, is the
+estimated cost of the factorization (0 if the tuple's entries are independent given h), with a 95% bootstrap
+interval over segments; a cost whose interval holds 0 is read as "not detected, below X". By default the heads are
+cross-fitted on valid segments the LM never trained on (one half of the pieces scores the other); `--fit train`
+fits them on train segments (an LM leaves less dependence on what it memorised: that reads the cost low). Early
+stopping holds out whole segments. It is an estimate with this head class: a dependence the chained head cannot
+represent (three-way, or a pairwise one that changes with h) is not counted. Known answers
+(tests/test_factorization.py): independent tuples give about 0, a copied codebook its entropy, the interval covers
+a noisy copy's true cost, and a dependence through h only is not detected.
 
     python -m audiocraft_mmd.factorization LM_EXPORT_FOLDER [--clips 256] [--out result.json]
-    python -m audiocraft_mmd.factorization LM_SIG... | GRID [--small] [--epoch N] [--rank R]
-        # writes <XP folder>/factorization[_epochN][_rankR].json
+    python -m audiocraft_mmd.factorization LM_SIG... | GRID [--small] [--epoch N] [--rank R] [--fit train]
+        # writes <XP folder>/factorization[_epochN][_rankR][_fittrain].json
 """
 import argparse
 import copy
@@ -85,9 +90,35 @@ class TupleHeads(nn.Module):
         return torch.stack(losses)
 
 
+def held_out_split(groups: torch.Tensor, generator: torch.Generator,
+                   fraction: float = 0.1) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+    """Indices (fit, held out) with whole groups held out: about `fraction` of the rows, at least one group, and
+    at least one group left to fit on. Neighbouring frames of one segment are nearly copies of each other: a split
+    by row would put them on both sides, and early stopping would then reward memorising.
+
+    Args:
+        groups (torch.Tensor): group id per row [N] (a segment, or a piece).
+        generator (torch.Generator): seeds the choice of groups.
+    Returns:
+        Row indices to fit on, and row indices held out.
+    """
+    names, inverse, counts = torch.unique(groups, return_inverse=True, return_counts=True)
+    if len(names) < 2:
+        raise ValueError("the held-out split needs rows from at least 2 groups (segments): collect more clips")
+    held = torch.zeros(len(names), dtype=torch.bool)
+    total = 0
+    for index in torch.randperm(len(names), generator=generator).tolist():
+        if total >= fraction * len(groups) or held.sum() >= len(names) - 1:
+            break
+        held[index] = True
+        total += int(counts[index])
+    rows_held = held[inverse]
+    return torch.nonzero(~rows_held).flatten(), torch.nonzero(rows_held).flatten()
+
+
 def fit_heads(heads: TupleHeads, h: torch.Tensor, tuples: torch.Tensor, parameters: tp.Iterable[nn.Parameter],
               seed: int = 0, lr: float = 1e-3, batch_size: int = 512, max_epochs: int = 200,
-              patience: int = 5) -> tp.Tuple[int, float]:
+              patience: int = 5, groups: tp.Optional[torch.Tensor] = None) -> tp.Tuple[int, float]:
     """Fit `parameters` of `heads` on (h, tuples), early stopping on a held-out tenth of them (NLL, patience in
     epochs); the heads end at their best held-out NLL, their start included (refitting heads that an LM fitted on
     far more tuples may only make them worse).
@@ -98,14 +129,15 @@ def fit_heads(heads: TupleHeads, h: torch.Tensor, tuples: torch.Tensor, paramete
         tuples (torch.Tensor): integer tuples [N, K].
         parameters: the parameters to train.
         seed (int): seed of the split and the batch order.
+        groups (torch.Tensor, optional): segment of each tuple [N]: whole segments are held out (None: each tuple
+            is its own group, for independent synthetic tuples).
     Returns:
         The number of epochs run, and the best held-out NLL (nats, summed over codebooks).
     """
     generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(h), generator=generator)
-    stop = max(1, len(h) // 10)
-    h_stop, t_stop = h[order[:stop]], tuples[order[:stop]]
-    h_fit, t_fit = h[order[stop:]], tuples[order[stop:]]
+    fit_rows, stop_rows = held_out_split(torch.arange(len(h)) if groups is None else groups, generator)
+    h_stop, t_stop = h[stop_rows], tuples[stop_rows]
+    h_fit, t_fit = h[fit_rows], tuples[fit_rows]
     optimizer = torch.optim.Adam(list(parameters), lr=lr)
     with torch.no_grad():
         best = float(heads.nll(h_stop, t_stop).sum())
@@ -128,28 +160,24 @@ def fit_heads(heads: TupleHeads, h: torch.Tensor, tuples: torch.Tensor, paramete
     return epoch, best
 
 
-def factorization_cost(h_train: torch.Tensor, tuples_train: torch.Tensor, h_valid: torch.Tensor,
-                       tuples_valid: torch.Tensor, cardinality: int, seed: int = 0,
-                       init: tp.Optional[tp.Sequence[nn.Linear]] = None, linear_lr: float = 1e-3,
-                       table_lrs: tp.Sequence[float] = (1e-2, 1e-3), rank: tp.Optional[int] = None
-                       ) -> tp.Dict[str, tp.Any]:
-    """Fit the independent heads on the train contexts (from `init`, the LM's own heads, when given), then the
-    chained heads' tables on top of them with the linear maps frozen: the chained heads differ from the independent
-    ones only by what the tuple's earlier entries tell (through full pairwise tables, or tables of rank `rank`).
-    The tables are fitted at each of `table_lrs` and the fit with the best held-out train NLL is kept. Both heads
-    are scored on the valid contexts.
+def fit_pair(h_train: torch.Tensor, tuples_train: torch.Tensor, cardinality: int, seed: int = 0,
+             init: tp.Optional[tp.Sequence[nn.Linear]] = None, linear_lr: float = 1e-3,
+             table_lrs: tp.Sequence[float] = (1e-2, 1e-3), rank: tp.Optional[int] = None,
+             groups: tp.Optional[torch.Tensor] = None) -> tp.Tuple[TupleHeads, TupleHeads, tp.Dict[str, tp.Any]]:
+    """Fit the independent heads (from `init`, the LM's own heads, when given), then the chained heads' tables on
+    top of them with the linear maps frozen: the chained heads differ from the independent ones only by what the
+    tuple's earlier entries tell (through full pairwise tables, or tables of rank `rank`). The tables are fitted at
+    each of `table_lrs` and the fit with the best held-out NLL (whole segments held out, see `fit_heads`) is kept.
 
     Returns:
-        `nll_independent_bits`, `nll_chained_bits` (per frame, summed over codebooks), `cost_bits` (their difference),
-        the per-codebook values, and the epochs each fit ran.
+        The independent heads, the chained heads, and the epochs each fit ran (and the table learning rate kept).
     """
-    result: tp.Dict[str, tp.Any] = {'train_tuples': len(h_train), 'valid_tuples': len(h_valid), 'seed': seed,
-                                    'rank': rank}
+    info: tp.Dict[str, tp.Any] = {}
     torch.manual_seed(seed)
     dim, num_codebooks = h_train.shape[1], tuples_train.shape[1]
     independent = TupleHeads(dim, num_codebooks, cardinality, chained=False, init=init)
-    result['epochs_independent'], _ = fit_heads(independent, h_train, tuples_train, independent.parameters(),
-                                                seed=seed, lr=linear_lr)
+    info['epochs_independent'], _ = fit_heads(independent, h_train, tuples_train, independent.parameters(),
+                                              seed=seed, lr=linear_lr, groups=groups)
     # The tables' learning rate, picked on the held-out tenth of the train tuples (never on valid): a strong
     # dependence needs large logits (1e-2 gets there in the epochs allowed), a weak one is overshot in the first
     # epoch at 1e-2 and found at 1e-3 (an LM of the factorization_gap grid: 0.000 against 0.020 bits).
@@ -159,17 +187,129 @@ def factorization_cost(h_train: torch.Tensor, tuples_train: torch.Tensor, h_vali
         candidate = TupleHeads(dim, num_codebooks, cardinality, chained=True, init=list(independent.linears),
                                rank=rank)
         epochs, held_out = fit_heads(candidate, h_train, tuples_train, candidate.tables.parameters(), seed=seed,
-                                     lr=table_lr)
+                                     lr=table_lr, groups=groups)
         if held_out < best_held_out:
             best_held_out, chained = held_out, candidate
-            result.update({'epochs_chained': epochs, 'table_lr': table_lr})
-    for name, heads in (('independent', independent), ('chained', chained)):
-        with torch.no_grad():
-            per_codebook = (heads.nll(h_valid, tuples_valid) / _LN2).tolist()
+            info.update({'epochs_chained': epochs, 'table_lr': table_lr})
+    return independent, chained, info
+
+
+def tuple_nll_bits(heads: TupleHeads, h: torch.Tensor, tuples: torch.Tensor) -> torch.Tensor:
+    """NLL of each tuple in bits, per codebook [N, K] (no gradient)."""
+    with torch.no_grad():
+        columns = []
+        for k, linear in enumerate(heads.linears):
+            logits = linear(h)
+            if heads.chained:
+                for j in range(k):
+                    logits = logits + heads.tables[f'{k}_{j}'](tuples[:, j])
+            columns.append(F.cross_entropy(logits, tuples[:, k], reduction='none'))
+        return torch.stack(columns, dim=1) / _LN2
+
+
+def bootstrap_interval(values: torch.Tensor, groups: torch.Tensor, resamples: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> tp.Tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-tuple `values`, resampling whole groups (segments: the
+    tuples of one segment are not independent draws).
+
+    Args:
+        values (torch.Tensor): one value per tuple [N].
+        groups (torch.Tensor): group of each tuple [N].
+    Returns:
+        (low, high) at `level`.
+    """
+    names, inverse = torch.unique(groups, return_inverse=True)
+    sums = torch.zeros(len(names), dtype=torch.float64).index_add_(0, inverse, values.double())
+    counts = torch.zeros(len(names), dtype=torch.float64).index_add_(0, inverse, torch.ones_like(values).double())
+    generator = torch.Generator().manual_seed(seed)
+    draws = torch.randint(0, len(names), (resamples, len(names)), generator=generator)
+    means = sums[draws].sum(1) / counts[draws].sum(1)
+    tail = (1 - level) / 2
+    return float(torch.quantile(means, tail)), float(torch.quantile(means, 1 - tail))
+
+
+def _summarize(result: tp.Dict[str, tp.Any], nll_independent: torch.Tensor, nll_chained: torch.Tensor,
+               groups: torch.Tensor, seed: int) -> tp.Dict[str, tp.Any]:
+    """The per-frame NLLs of both heads, the cost, its interval (segments resampled) and its reading."""
+    for name, nll in (('independent', nll_independent), ('chained', nll_chained)):
+        per_codebook = nll.mean(0).tolist()
         result[f'nll_{name}_bits'] = sum(per_codebook)
         result[f'nll_{name}_bits_q'] = per_codebook
     result['cost_bits'] = result['nll_independent_bits'] - result['nll_chained_bits']
+    low, high = bootstrap_interval(nll_independent.sum(1) - nll_chained.sum(1), groups, seed=seed)
+    result['cost_bits_ci95'] = [low, high]
+    result['detected'] = low > 0
+    result['reading'] = describe_cost(result['cost_bits'], low, high)
     return result
+
+
+def describe_cost(cost: float, low: float, high: float) -> str:
+    """A cost as it may be claimed: with its interval, or as a bound when the interval includes 0."""
+    if low > 0:
+        return f"{cost:.3f} bits/frame (95% CI {low:.3f} to {high:.3f})"
+    return f"not detected, below {max(high, 0.):.3f} bits/frame (95% CI {low:.3f} to {high:.3f})"
+
+
+def factorization_cost(h_train: torch.Tensor, tuples_train: torch.Tensor, h_valid: torch.Tensor,
+                       tuples_valid: torch.Tensor, cardinality: int, seed: int = 0,
+                       init: tp.Optional[tp.Sequence[nn.Linear]] = None, linear_lr: float = 1e-3,
+                       table_lrs: tp.Sequence[float] = (1e-2, 1e-3), rank: tp.Optional[int] = None,
+                       groups_train: tp.Optional[torch.Tensor] = None,
+                       groups_valid: tp.Optional[torch.Tensor] = None) -> tp.Dict[str, tp.Any]:
+    """Fit both heads on the train contexts (`fit_pair`) and score them on the valid ones.
+
+    Args:
+        groups_train, groups_valid (torch.Tensor, optional): segment of each tuple: the held-out split and the
+            bootstrap resample whole segments (None: each tuple on its own).
+    Returns:
+        `nll_independent_bits`, `nll_chained_bits` (per frame, summed over codebooks), `cost_bits` (their
+        difference), `cost_bits_ci95` (bootstrap over valid segments), `detected`, `reading`, the per-codebook
+        values, and the epochs each fit ran.
+    """
+    result: tp.Dict[str, tp.Any] = {'train_tuples': len(h_train), 'valid_tuples': len(h_valid), 'seed': seed,
+                                    'rank': rank}
+    independent, chained, info = fit_pair(h_train, tuples_train, cardinality, seed=seed, init=init,
+                                          linear_lr=linear_lr, table_lrs=table_lrs, rank=rank, groups=groups_train)
+    result.update(info)
+    groups = torch.arange(len(h_valid)) if groups_valid is None else groups_valid
+    return _summarize(result, tuple_nll_bits(independent, h_valid, tuples_valid),
+                      tuple_nll_bits(chained, h_valid, tuples_valid), groups, seed)
+
+
+def crossfit_cost(h: torch.Tensor, tuples: torch.Tensor, pieces: torch.Tensor, segments: torch.Tensor,
+                  cardinality: int, seed: int = 0, init: tp.Optional[tp.Sequence[nn.Linear]] = None,
+                  **kwargs: tp.Any) -> tp.Dict[str, tp.Any]:
+    """The cost on data the LM never trained on: the pieces are split in two halves; heads fitted on one half
+    score the other, and the other way round, so every tuple is scored by heads that never saw its piece.
+
+    Args:
+        h, tuples: contexts [N, D] and tuples [N, K] of (valid) segments.
+        pieces (torch.Tensor): piece (audio file) of each tuple [N]: the halves never share one (segments of one
+            piece overlap).
+        segments (torch.Tensor): segment of each tuple [N]: held-out splits and the bootstrap resample them.
+    Returns:
+        As `factorization_cost`, with `fit: 'crossfit'`.
+    """
+    names = torch.unique(pieces)
+    if len(names) < 2:
+        raise ValueError("cross-fitting needs tuples from at least 2 pieces: collect from a split with more files, or "
+                         "fit on the train split (--fit train)")
+    generator = torch.Generator().manual_seed(seed)
+    order = names[torch.randperm(len(names), generator=generator)]
+    halves = [order[:len(order) // 2], order[len(order) // 2:]]
+    nll_independent = torch.zeros(len(h), tuples.shape[1])
+    nll_chained = torch.zeros(len(h), tuples.shape[1])
+    result: tp.Dict[str, tp.Any] = {'fit': 'crossfit', 'valid_tuples': len(h), 'seed': seed,
+                                    'rank': kwargs.get('rank'), 'pieces': len(names), 'folds': []}
+    for fold, (fit_pieces, score_pieces) in enumerate(((halves[0], halves[1]), (halves[1], halves[0]))):
+        fit_rows = torch.isin(pieces, fit_pieces)
+        score_rows = torch.isin(pieces, score_pieces)
+        independent, chained, info = fit_pair(h[fit_rows], tuples[fit_rows], cardinality, seed=seed + fold,
+                                              init=init, groups=segments[fit_rows], **kwargs)
+        nll_independent[score_rows] = tuple_nll_bits(independent, h[score_rows], tuples[score_rows])
+        nll_chained[score_rows] = tuple_nll_bits(chained, h[score_rows], tuples[score_rows])
+        result['folds'].append({'fit_tuples': int(fit_rows.sum()), 'scored_tuples': int(score_rows.sum()), **info})
+    return _summarize(result, nll_independent, nll_chained, segments, seed)
 
 
 def step_tuple_delays(lm: tp.Any) -> tp.List[int]:
@@ -183,16 +323,19 @@ def step_tuple_delays(lm: tp.Any) -> tp.List[int]:
 
 
 @torch.no_grad()
-def lm_contexts(lm: tp.Any, tokens: torch.Tensor, condition_tensors: tp.Any) -> tp.Tuple[torch.Tensor, torch.Tensor]:
+def lm_contexts(lm: tp.Any, tokens: torch.Tensor, condition_tensors: tp.Any,
+                counts: tp.Optional[tp.Sequence[int]] = None) -> tp.Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Contexts h and the one-step tuples they predict, for the codes `tokens` [B, K, T] of a frozen LM.
 
     Args:
         lm: AudioCraft `LMModel` (eval mode).
         tokens (torch.Tensor): codes [B, K, T].
         condition_tensors: the LM's condition tensors for the batch (`lm.condition_provider(tokenized)`).
+        counts (list of int, optional): frames of each item that come from real audio (a short segment is
+            zero-padded): tuples holding a padded frame are left out.
     Returns:
-        h [N, D] (the transformer output feeding the LM's per-codebook linears) and tuples [N, K], one row per
-        complete tuple (q_1[t - d_1], ..., q_K[t - d_K]).
+        h [N, D] (the transformer output feeding the LM's per-codebook linears), tuples [N, K], one row per
+        complete tuple (q_1[t - d_1], ..., q_K[t - d_K]), and the batch item of each row [N].
     """
     delays = step_tuple_delays(lm)
     captured: tp.List[torch.Tensor] = []
@@ -202,7 +345,11 @@ def lm_contexts(lm: tp.Any, tokens: torch.Tensor, condition_tensors: tp.Any) -> 
     finally:
         handle.remove()
     B, K, T = tokens.shape
-    h = captured[0]  # [B, S, D]
+    # With a `prepend` fuser the transformer's output starts with the condition positions, which AudioCraft drops
+    # from the logits only: the pattern's steps are the last S positions.
+    steps = lm.pattern_provider.get_pattern(T).build_pattern_sequence(
+        tokens.contiguous(), lm.special_token_id, keep_only_valid_steps=True)[0].shape[-1]
+    h = captured[0][:, -steps:]  # [B, S, D]
     # the context that predicts each code, by the pattern's own reverting: [B, D, K, T]
     pattern = lm.pattern_provider.get_pattern(T)
     expanded = h.permute(0, 2, 1)[:, :, None, :].expand(B, h.shape[-1], K, h.shape[1]).contiguous()
@@ -211,17 +358,29 @@ def lm_contexts(lm: tp.Any, tokens: torch.Tensor, condition_tensors: tp.Any) -> 
     times = torch.arange(latest, T)
     # a tuple counts where every entry has a valid prediction (the pattern's mask)
     valid = torch.stack([output.mask[:, k, times - delays[k]] for k in range(K)]).all(dim=0)  # [B, N_t]
+    if counts is not None:  # the tuple at t holds frames t - d_k <= t: real where t is
+        valid &= times[None, :] < torch.tensor([int(c) for c in counts])[:, None]
     contexts = [per_code[:, :, k, times - delays[k]].permute(0, 2, 1)[valid] for k in range(K)]  # K x [N, D]
     for other in contexts[1:]:  # every entry of a tuple is predicted from the same step's context
         if not torch.allclose(other, contexts[0]):
             raise RuntimeError("The LM's pattern does not predict its one-step tuple from one context.")
     tuples = torch.stack([tokens[:, k, times - delays[k]] for k in range(K)], dim=-1)[valid]  # [N, K]
-    return contexts[0], tuples
+    items = torch.arange(B)[:, None].expand(B, len(times))[valid]
+    return contexts[0], tuples, items
+
+
+class Collected(tp.NamedTuple):
+    """Contexts [N, D], tuples [N, K], and for each tuple its segment and its piece (audio file) [N]."""
+    h: torch.Tensor
+    tuples: torch.Tensor
+    segments: torch.Tensor
+    pieces: torch.Tensor
 
 
 def collect(musicgen: tp.Any, manifest: str, segment_duration: float, clips: int, batch_size: int = 8,
-            seed: int = 0) -> tp.Tuple[torch.Tensor, torch.Tensor]:
-    """Contexts and tuples of `clips` random segments of a manifest's music (descriptions from the sidecars).
+            seed: int = 0) -> Collected:
+    """Contexts and tuples of `clips` random segments of a manifest's music (descriptions from the sidecars),
+    without the tuples of zero-padded frames (segments shorter than `segment_duration`).
 
     Args:
         musicgen: AudioCraft `MusicGen` (its `lm` and `compression_model`).
@@ -229,8 +388,9 @@ def collect(musicgen: tp.Any, manifest: str, segment_duration: float, clips: int
         segment_duration (float): seconds per segment (the LM's training segment).
         clips (int): number of segments.
     Returns:
-        h [N, D] and tuples [N, K], on CPU.
+        `Collected`, on CPU.
     """
+    from .solvers.musicgen_mmd import valid_token_counts
     from audiocraft.data.music_dataset import MusicDataset
     dataset = MusicDataset.from_meta(manifest, segment_duration=segment_duration,
                                      sample_rate=musicgen.sample_rate, channels=musicgen.audio_channels,
@@ -239,25 +399,46 @@ def collect(musicgen: tp.Any, manifest: str, segment_duration: float, clips: int
     random.seed(seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=dataset.collater)
     lm, device = musicgen.lm, musicgen.device
-    h_all, tuples_all = [], []
+    h_all, tuples_all, segments_all, pieces_all = [], [], [], []
+    piece_ids: tp.Dict[str, int] = {}
+    segment = 0
     for audio, infos in loader:
         tokens, _ = musicgen.compression_model.encode(audio.to(device))
         attributes = [info.to_condition_attributes() for info in infos]
         condition_tensors = lm.condition_provider(lm.condition_provider.tokenize(attributes))
-        h, tuples = lm_contexts(lm, tokens, condition_tensors)
+        counts = valid_token_counts((audio, infos), torch.ones_like(tokens, dtype=torch.bool),
+                                    musicgen.compression_model.frame_rate)
+        h, tuples, items = lm_contexts(lm, tokens, condition_tensors, counts)
+        pieces = torch.tensor([piece_ids.setdefault(str(info.meta.path), len(piece_ids)) for info in infos])
         h_all.append(h.float().cpu())
         tuples_all.append(tuples.cpu())
-    return torch.cat(h_all), torch.cat(tuples_all)
+        segments_all.append(items.cpu() + segment)
+        pieces_all.append(pieces[items.cpu()])
+        segment += len(infos)
+    return Collected(torch.cat(h_all), torch.cat(tuples_all), torch.cat(segments_all), torch.cat(pieces_all))
+
+
+FIT_MODES = ('crossfit', 'train')
 
 
 def measure(model: str, clips: int = 256, valid_clips: tp.Optional[int] = None, seed: int = 0,
             train_manifest: tp.Optional[str] = None, valid_manifest: tp.Optional[str] = None,
-            device: tp.Optional[str] = None, rank: tp.Optional[int] = None) -> tp.Dict[str, tp.Any]:
-    """The factorization cost of an LM (export folder or LM XP) on its own datasets' train and valid splits.
+            device: tp.Optional[str] = None, rank: tp.Optional[int] = None, fit: str = 'crossfit'
+            ) -> tp.Dict[str, tp.Any]:
+    """The factorization cost of an LM (export folder or LM XP), with a 95% interval over valid segments.
 
+    Args:
+        fit (str): 'crossfit' (default): the heads are fitted on valid segments the LM never trained on, one half
+            of the pieces scoring the other (`crossfit_cost`; `valid_clips` segments, default `clips`); 'train':
+            fitted on `clips` train segments, scored on `valid_clips` (default clips / 4) valid ones. Given its
+            context h, an LM leaves less dependence on segments it memorised: fitting on them reads the cost low.
+            Either way the LM's own NLL on train and on valid segments is reported (`lm_gap_bits`: how much it
+            memorised).
     Returns:
-        `factorization_cost`'s result, plus the model, the splits and the tuple's delays.
+        The cost's result, plus the model, the splits and the tuple's delays.
     """
+    if fit not in FIT_MODES:
+        raise ValueError(f"fit={fit!r} is unknown: use one of {FIT_MODES}")
     from audiocraft.models import MusicGen
     from .env import REPO_ROOT
     from .generate import resolve_model
@@ -272,30 +453,45 @@ def measure(model: str, clips: int = 256, valid_clips: tp.Optional[int] = None, 
     for split, given in (('train', train_manifest), ('valid', valid_manifest)):
         path = Path(given or lm.cfg.datasource[split])
         manifests[split] = str(path if path.is_absolute() else REPO_ROOT / path)
-    h_train, tuples_train = collect(musicgen, manifests['train'], segment, clips, seed=seed)
-    h_valid, tuples_valid = collect(musicgen, manifests['valid'], segment, valid_clips or max(1, clips // 4),
-                                    seed=seed)
-    result = factorization_cost(h_train, tuples_train, h_valid, tuples_valid, lm.card, seed=seed,
-                                init=[linear.float().cpu() for linear in lm.linears], rank=rank)
+    init = [linear.float().cpu() for linear in lm.linears]
+    if fit == 'crossfit':
+        valid = collect(musicgen, manifests['valid'], segment, valid_clips or clips, seed=seed)
+        train = collect(musicgen, manifests['train'], segment, max(1, clips // 4), seed=seed)  # for the LM's gap
+        result = crossfit_cost(valid.h, valid.tuples, valid.pieces, valid.segments, lm.card, seed=seed, init=init,
+                               rank=rank)
+    else:
+        train = collect(musicgen, manifests['train'], segment, clips, seed=seed)
+        valid = collect(musicgen, manifests['valid'], segment, valid_clips or max(1, clips // 4), seed=seed)
+        result = factorization_cost(train.h, train.tuples, valid.h, valid.tuples, lm.card, seed=seed, init=init,
+                                    rank=rank, groups_train=train.segments, groups_valid=valid.segments)
+        result['fit'] = 'train'
+    lm_heads = TupleHeads(train.h.shape[1], train.tuples.shape[1], lm.card, chained=False, init=init)
+    result['lm_nll_train_bits'] = float(tuple_nll_bits(lm_heads, train.h, train.tuples).sum(1).mean())
+    result['lm_nll_valid_bits'] = float(tuple_nll_bits(lm_heads, valid.h, valid.tuples).sum(1).mean())
+    result['lm_gap_bits'] = result['lm_nll_valid_bits'] - result['lm_nll_train_bits']
     result.update({'model': str(folder), 'lm_sig': provenance.get('lm_sig'), 'tokenizer': provenance.get('tokenizer'),
                    'delays': delays, 'segment_duration': segment, **{f'{k}_manifest': v for k, v in manifests.items()}})
     return result
 
 
-ROW_HEADER = ("| LM | tokenizer | NLL independent (bits/frame) | NLL chained | cost (bits/frame) | tuples (train/valid) |\n"
-              "|---|---|---|---|---|---|")
+ROW_HEADER = ("| LM | tokenizer | fit | NLL independent (bits/frame) | NLL chained | cost (bits/frame, 95% CI) | "
+              "LM valid - train NLL | tuples |\n|---|---|---|---|---|---|---|---|")
 
 
 def _row(result: tp.Dict[str, tp.Any]) -> str:
-    return (f"| {result['lm_sig'] or result['model']} | {result['tokenizer']} | {result['nll_independent_bits']:.3f} | "
-            f"{result['nll_chained_bits']:.3f} | {result['cost_bits']:.3f} | {result['train_tuples']}/"
-            f"{result['valid_tuples']} |")
+    reading = result.get('reading') or f"{result['cost_bits']:.3f}"
+    gap = f"{result['lm_gap_bits']:.3f}" if 'lm_gap_bits' in result else 'n/a'
+    return (f"| {result['lm_sig'] or result['model']} | {result['tokenizer']} | {result.get('fit', 'train')} | "
+            f"{result['nll_independent_bits']:.3f} | {result['nll_chained_bits']:.3f} | {reading} | {gap} | "
+            f"{result.get('train_tuples', '-')}/{result['valid_tuples']} |")
 
 
-def result_name(epoch: tp.Optional[int] = None, rank: tp.Optional[int] = None) -> str:
+def result_name(epoch: tp.Optional[int] = None, rank: tp.Optional[int] = None, fit: str = 'crossfit') -> str:
     """File name, in an LM's XP folder, of the diagnostic on its checkpoint of `epoch` (None: its last) with
-    pairwise tables of rank `rank` (None: full); `audiocraft_mmd.report` reads the same name."""
-    return 'factorization' + (f'_epoch{epoch}' if epoch else '') + (f'_rank{rank}' if rank else '') + '.json'
+    pairwise tables of rank `rank` (None: full), fitted by `fit` ('crossfit': no suffix); `audiocraft_mmd.report`
+    reads the same name."""
+    return ('factorization' + (f'_epoch{epoch}' if epoch else '') + (f'_rank{rank}' if rank else '') +
+            ('' if fit == 'crossfit' else f'_fit{fit}') + '.json')
 
 
 def measure_xps(targets: tp.Sequence[str], small: bool = False, force: bool = False, epoch: tp.Optional[int] = None,
@@ -320,7 +516,7 @@ def measure_xps(targets: tp.Sequence[str], small: bool = False, force: bool = Fa
         if not pattern_step_delays(get_codebooks_pattern_provider(cfg.transformer_lm.n_q, cfg.codebooks_pattern),
                                    cfg.transformer_lm.n_q):
             continue
-        out = xp.folder / result_name(epoch, kwargs.get('rank'))
+        out = xp.folder / result_name(epoch, kwargs.get('rank'), kwargs.get('fit', 'crossfit'))
         if out.exists() and not force:
             results.append(json.loads(out.read_text()))
             continue
@@ -337,8 +533,13 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
                         "(e.g. factorization_gap: every trained delay LM of it)")
     parser.add_argument('--small', action='store_true', help="a grid's small scale (AUDIOCRAFT_MMD_GRID_SCALE)")
     parser.add_argument('--force', action='store_true', help="measure XPs again even if factorization.json exists")
-    parser.add_argument('--clips', type=int, default=256, help="train segments to fit the heads on (default 256)")
-    parser.add_argument('--valid_clips', type=int, default=None, help="valid segments (default: clips / 4)")
+    parser.add_argument('--fit', choices=FIT_MODES, default='crossfit', help="crossfit (default): fit the heads on "
+                        "valid segments the LM never trained on, one half of the pieces scoring the other; train: fit "
+                        "on train segments, score on valid ones")
+    parser.add_argument('--clips', type=int, default=256, help="segments to fit the heads on (default 256; with "
+                        "crossfit, valid segments, and clips / 4 train segments for the LM's own gap)")
+    parser.add_argument('--valid_clips', type=int, default=None, help="valid segments (default: crossfit clips, "
+                        "train clips / 4)")
     parser.add_argument('--seed', type=int, default=0, help="for an export folder (XPs use their own seed)")
     parser.add_argument('--train', default=None, help="train manifest (default: the LM's datasource.train)")
     parser.add_argument('--valid', default=None, help="valid manifest (default: the LM's datasource.valid)")
@@ -350,7 +551,7 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
     parser.add_argument('--out', type=Path, default=None, help="a folder target: write the result as JSON here")
     opts = parser.parse_args(argv)
     options = dict(clips=opts.clips, valid_clips=opts.valid_clips, train_manifest=opts.train,
-                   valid_manifest=opts.valid, device=opts.device, rank=opts.rank)
+                   valid_manifest=opts.valid, device=opts.device, rank=opts.rank, fit=opts.fit)
     if len(opts.targets) == 1 and ('/' in opts.targets[0] or Path(opts.targets[0]).exists()):
         results = [measure(opts.targets[0], seed=opts.seed, **options)]  # an export folder (or an XP folder)
         if opts.out is not None:

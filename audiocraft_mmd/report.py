@@ -42,6 +42,9 @@ def lm_columns(num_codebooks: int) -> tp.List[tp.Tuple[str, str, str, str]]:
              ('best', 'nll_bits_per_frame', 'best valid NLL', '.3f'),
              ('best', 'updates', 'updates to best', '.0f'),
              ('factorization', 'cost_bits', 'factorization cost (bits/frame)', '.3f'),
+             ('factorization', 'cost_ci_low', 'cost 95% CI low', '.3f'),
+             ('factorization', 'cost_ci_high', 'cost 95% CI high', '.3f'),
+             ('factorization', 'lm_gap_bits', 'LM NLL valid - train (bits/frame)', '.3f'),
              ('evaluate', 'nll_bits_per_frame', 'NLL bits/frame (evaluate)', '.3f')] +
             [('evaluate', f'ce_q{k}', f'CE q{k} (nats)', '.3f') for k in range(1, num_codebooks + 1)] +
             [('evaluate', 'codes_tc_excess', 'TC - shuffled (LM tuple)', '.3f'),
@@ -79,8 +82,8 @@ def _mean_std(values: tp.List[float]) -> tp.Tuple[float, float]:
 
 
 def collect(xps: tp.Sequence[tp.Any], columns: tp.Optional[tp.List[tp.Tuple[str, str, str, str]]] = None,
-            epoch: tp.Optional[int] = None, rank: tp.Optional[int] = None, dset: tp.Optional[str] = None
-            ) -> tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]]:
+            epoch: tp.Optional[int] = None, rank: tp.Optional[int] = None, dset: tp.Optional[str] = None,
+            fit: str = 'crossfit') -> tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]]:
     """Group XPs by setting; each entry holds the sig, argv, epochs run and the metrics of `columns` (default: the
     tokenizer's COLUMNS).
 
@@ -88,6 +91,7 @@ def collect(xps: tp.Sequence[tp.Any], columns: tp.Optional[tp.List[tp.Tuple[str,
         epoch (int, optional): read each XP's history up to this epoch only (XPs compared at equal updates), and
             the factorization diagnostic run on that epoch's checkpoint.
         rank (int, optional): the diagnostic's result with pairwise tables of this rank (`--rank` there).
+        fit (str): the diagnostic's result fitted this way (`--fit` there).
         dset (str, optional): tokenizers' evaluate metrics from their evaluation on this dataset preset
             (`evaluate --dset`), not from their history; an XP not evaluated there gets none.
     """
@@ -104,7 +108,7 @@ def collect(xps: tp.Sequence[tp.Any], columns: tp.Optional[tp.List[tp.Tuple[str,
         history_trained = [epoch for epoch in history if 'train' in epoch]
         row: tp.Dict[str, tp.Any] = {'sig': xp.sig, 'argv': list(xp.argv), 'epochs': len(history_trained),
                                      'cfg': xp.cfg, 'history': history}
-        derived = _derived(xp, history, result_name(epoch, rank)) if xp.cfg.solver in LM_SOLVERS else {}
+        derived = _derived(xp, history, result_name(epoch, rank, fit)) if xp.cfg.solver in LM_SOLVERS else {}
         if dset is not None and xp.cfg.solver not in LM_SOLVERS:
             derived = {'evaluate': _cross_domain(xp, dset, len(history_trained))}
         for stage, key, _, _ in columns:
@@ -131,7 +135,10 @@ def _derived(xp: tp.Any, history: tp.List[dict], diagnostic_name: str = 'factori
         derived['best'] = {'nll_bits_per_frame': best, 'updates': epoch * xp.cfg.optim.updates_per_epoch}
     diagnostic = Path(xp.folder) / diagnostic_name
     if diagnostic.exists():
-        derived['factorization'] = json.loads(diagnostic.read_text())
+        result = json.loads(diagnostic.read_text())
+        if 'cost_bits_ci95' in result:  # the 95% interval over valid segments, as two columns
+            result['cost_ci_low'], result['cost_ci_high'] = result['cost_bits_ci95']
+        derived['factorization'] = result
     return derived
 
 
@@ -276,10 +283,11 @@ def _plot_cost_against_dependence(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.A
     """Scatter of each delay LM's factorization cost against its tokenizer XP's delay-aligned TC - shuffled
     (evaluate), one colour per setting; None when no LM has both."""
     from .train import get_xp_from_sig, main
-    points: tp.Dict[str, tp.List[tp.Tuple[float, float]]] = OrderedDict()
+    points: tp.Dict[str, tp.List[tp.Tuple[float, float, float, float]]] = OrderedDict()
     for setting, rows in groups.items():
         for r in rows:
             cost = r.get('factorization/cost_bits')
+            low, high = r.get('factorization/cost_ci_low'), r.get('factorization/cost_ci_high')
             if cost is None or 'compression_model_checkpoint' not in r['cfg']:
                 continue
             try:
@@ -288,15 +296,20 @@ def _plot_cost_against_dependence(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.A
                 continue
             tc = _last_with(main.get_xp_history(tokenizer), 'evaluate').get('codes_tc_excess')
             if tc is not None:
-                points.setdefault(setting, []).append((tc, cost))
+                points.setdefault(setting, []).append((tc, cost, cost if low is None else low,
+                                                       cost if high is None else high))
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
     labels = distinct_parts(list(points))
     for setting, values in points.items():
-        ax.scatter([x for x, _ in values], [y for _, y in values], label=labels[setting][:80])
+        # the cost's 95% interval over valid segments as a vertical bar
+        ax.errorbar([v[0] for v in values], [v[1] for v in values],
+                    yerr=[[v[1] - v[2] for v in values], [v[3] - v[1] for v in values]], fmt='o', capsize=3,
+                    label=labels[setting][:80])
+    ax.axhline(0., color='grey', linewidth=0.5)
     ax.set_xlabel("tokenizer: delay-aligned TC - shuffled (bits, evaluate)")
-    ax.set_ylabel("LM: factorization cost (bits/frame, valid)")
+    ax.set_ylabel("LM: factorization cost (bits/frame, valid; 95% CI)")
     ax.legend(fontsize=6)
     fig.tight_layout()
     path = out / 'cost_vs_tc.png'
@@ -329,6 +342,8 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
                         "with the factorization diagnostic run on that epoch (`factorization --epoch`)")
     parser.add_argument('--rank', type=int, default=None, help="the factorization diagnostic run with pairwise "
                         "tables of this rank (`factorization --rank`)")
+    parser.add_argument('--fit', default='crossfit', choices=('crossfit', 'train'), help="the factorization "
+                        "diagnostic fitted this way (`factorization --fit`)")
     parser.add_argument('--dset', default=None, metavar='NAME', help="tokenizers' evaluate columns from their "
                         "evaluation on this dataset preset (`evaluate --dset NAME`), not their history's")
     opts = parser.parse_args(argv)
@@ -351,7 +366,7 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
             print()
         columns = columns_for(kind)
         kind_groups = collect(kind, columns, epoch=opts.epoch, rank=opts.rank,
-                              dset=opts.dset if kind is tokenizers else None)
+                              dset=opts.dset if kind is tokenizers else None, fit=opts.fit)
         print(markdown_table(kind_groups, columns=columns))
         if opts.per_xp:
             print()

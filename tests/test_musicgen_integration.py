@@ -235,26 +235,30 @@ def test_demo_pipeline_runs_to_clips_and_a_report(tmp_path, embedded_music):
 def test_factorization_diagnostic_on_a_trained_lm(lm_folder, tmp_path, in_dora_dir, one_thread, capsys):
     from audiocraft_mmd import factorization, report
     out = tmp_path / 'cost.json'
-    assert factorization.main([str(lm_folder), '--clips', '8', '--valid_clips', '4', '--out',
+    assert factorization.main([str(lm_folder), '--fit', 'train', '--clips', '8', '--valid_clips', '4', '--out',
                                str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result['delays'] == [0, 1, 2, 3] and result['lm_sig'] == lm_folder.name
+    assert result['delays'] == [0, 1, 2, 3] and result['lm_sig'] == lm_folder.name and result['fit'] == 'train'
     # 8 clips of 1 s at 50 Hz: 47 complete delay tuples each
     assert result['train_tuples'] == 8 * 47 and result['valid_tuples'] == 4 * 47
     assert result['cost_bits'] == pytest.approx(result['nll_independent_bits'] - result['nll_chained_bits'])
     assert all(math.isfinite(v) for v in result['nll_independent_bits_q'] + result['nll_chained_bits_q'])
-    # by signature: the result lands in the XP folder, where the report reads it
+    low, high = result['cost_bits_ci95']
+    assert low <= high and result['detected'] == (low > 0) and math.isfinite(result['lm_gap_bits'])
+    # by signature, cross-fitted on valid segments (the default): the result lands in the XP folder, where the
+    # report reads it
     (lm_folder / 'factorization.json').unlink(missing_ok=True)
-    assert factorization.main([lm_folder.name, '--clips', '8', '--valid_clips', '4']) == 0
+    assert factorization.main([lm_folder.name, '--clips', '16']) == 0
     saved = json.loads((lm_folder / 'factorization.json').read_text())
+    assert saved['fit'] == 'crossfit' and saved['valid_tuples'] == 16 * 47 and saved['pieces'] >= 2
     capsys.readouterr()
     assert report.main([lm_folder.name]) == 0
     table = capsys.readouterr().out
     assert 'factorization cost (bits/frame)' in table and f"{saved['cost_bits']:.3f}" in table
+    assert 'cost 95% CI high' in table and f"{saved['cost_bits_ci95'][1]:.3f}" in table
     # at an epoch's checkpoint (what `checkpoint.keep_every_states=2` keeps) and with low-rank tables: its own file
     shutil.copy(lm_folder / 'checkpoint.th', lm_folder / 'checkpoint_2.th')
-    assert factorization.main([lm_folder.name, '--epoch', '2', '--rank', '2', '--clips', '8',
-                               '--valid_clips', '4']) == 0
+    assert factorization.main([lm_folder.name, '--epoch', '2', '--rank', '2', '--clips', '16']) == 0
     at_epoch = json.loads((lm_folder / 'factorization_epoch2_rank2.json').read_text())
     assert (at_epoch['epoch'], at_epoch['rank'], at_epoch['lm_sig']) == (2, 2, lm_folder.name)
     assert at_epoch['model'].endswith('export_checkpoint_2')
