@@ -250,6 +250,9 @@ def plot(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], out: Path) -> tp.L
     path = _plot_cost_against_dependence(groups, out, plt)
     if path is not None:
         written.append(path)
+    path = _plot_term_against_dependence(groups, out, plt)
+    if path is not None:
+        written.append(path)
     for rows in groups.values():
         row = rows[0]
         if not row['mi']:
@@ -313,6 +316,41 @@ def _plot_cost_against_dependence(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.A
     ax.legend(fontsize=6)
     fig.tight_layout()
     path = out / 'cost_vs_tc.png'
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_term_against_dependence(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], out: Path,
+                                  plt: tp.Any) -> tp.Optional[Path]:
+    """Per tokenizer XP with the term on, its valid term against its codes' valid TC - shuffled over training, one
+    point per epoch joined in order (does the term track the dependence?), one panel per seed; None when no XP of
+    `groups` has a back-propagated term."""
+    series: tp.Dict[int, tp.List[tp.Tuple[str, tp.List[float], tp.List[float]]]] = OrderedDict()
+    labels = distinct_parts(list(groups))
+    for setting, rows in groups.items():
+        for r in rows:
+            if 'mmd' not in r['cfg'] or float(r['cfg'].mmd.weight) <= 0:
+                continue
+            points = [(epoch['valid']['codes_tc_excess'], epoch['valid']['mmd']) for epoch in r['history']
+                      if {'codes_tc_excess', 'mmd'} <= set(epoch.get('valid', {}))]
+            if points:
+                series.setdefault(int(r['cfg'].seed), []).append(
+                    (f"{labels[setting][:60]} ({r['sig']})", [x for x, _ in points], [y for _, y in points]))
+    if not series:
+        return None
+    fig, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 4), squeeze=False)
+    for ax, (seed, lines) in zip(axes[0], series.items()):
+        for label, xs, ys in lines:
+            ax.plot(xs, [max(y, 1e-12) for y in ys], marker='o', markersize=3, label=label)
+            ax.annotate('end', (xs[-1], max(ys[-1], 1e-12)), fontsize=6)
+        ax.set_yscale('log')
+        ax.set_xlabel("codes: delay-aligned TC - shuffled (bits, valid)")
+        ax.set_ylabel("term (valid, its own units)")
+        ax.set_title(f"seed {seed}: one point per epoch", fontsize=9)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    path = out / 'term_vs_tc.png'
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

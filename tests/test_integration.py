@@ -172,6 +172,8 @@ def test_report_tabulates_a_trained_xp_and_draws_its_mi_heatmap(trained, dora_di
     assert f"{-epochs[-1]['evaluate']['sisnr']:.2f}" in row
     assert f"{epochs[-1]['evaluate']['visqol']:.2f}" in row
     assert (tmp_path / f'mi_{trained.name}.png').stat().st_size > 1000
+    # the debug XP back-propagates the term (weight 1): its valid term against its codes' TC, per epoch
+    assert (tmp_path / 'term_vs_tc.png').stat().st_size > 1000
 
 
 def test_two_cpu_workers(dora_dir, embedded_music):
