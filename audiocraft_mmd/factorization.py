@@ -78,16 +78,17 @@ class TupleHeads(nn.Module):
                 for j in range(k):
                     self.tables[f'{k}_{j}'] = pair_table(cardinality, rank)
 
+    def logits(self, h: torch.Tensor, tuples: torch.Tensor, k: int) -> torch.Tensor:
+        """Logits [N, card] of codebook k given `h` [N, D] (and, chained, the tuple's earlier entries)."""
+        logits = self.linears[k](h)
+        if self.chained:
+            for j in range(k):
+                logits = logits + self.tables[f'{k}_{j}'](tuples[:, j])
+        return logits
+
     def nll(self, h: torch.Tensor, tuples: torch.Tensor) -> torch.Tensor:
         """Mean NLL per codebook in nats [K] of `tuples` [N, K] given `h` [N, D]."""
-        losses = []
-        for k, linear in enumerate(self.linears):
-            logits = linear(h)
-            if self.chained:
-                for j in range(k):
-                    logits = logits + self.tables[f'{k}_{j}'](tuples[:, j])
-            losses.append(F.cross_entropy(logits, tuples[:, k]))
-        return torch.stack(losses)
+        return torch.stack([F.cross_entropy(self.logits(h, tuples, k), tuples[:, k]) for k in range(len(self.linears))])
 
 
 def held_out_split(groups: torch.Tensor, generator: torch.Generator,
@@ -197,13 +198,8 @@ def fit_pair(h_train: torch.Tensor, tuples_train: torch.Tensor, cardinality: int
 def tuple_nll_bits(heads: TupleHeads, h: torch.Tensor, tuples: torch.Tensor) -> torch.Tensor:
     """NLL of each tuple in bits, per codebook [N, K] (no gradient)."""
     with torch.no_grad():
-        columns = []
-        for k, linear in enumerate(heads.linears):
-            logits = linear(h)
-            if heads.chained:
-                for j in range(k):
-                    logits = logits + heads.tables[f'{k}_{j}'](tuples[:, j])
-            columns.append(F.cross_entropy(logits, tuples[:, k], reduction='none'))
+        columns = [F.cross_entropy(heads.logits(h, tuples, k), tuples[:, k], reduction='none')
+                   for k in range(len(heads.linears))]
         return torch.stack(columns, dim=1) / _LN2
 
 

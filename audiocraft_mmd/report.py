@@ -242,11 +242,7 @@ def plot(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], out: Path) -> tp.L
             ax.set_xlabel('mmd.weight (0 drawn at 0.1)')
             ax.set_title(title)
             ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out / 'weight_sweep.png'
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save_figure(fig, out / 'weight_sweep.png', plt))
     path = _plot_cost_against_dependence(groups, out, plt)
     if path is not None:
         written.append(path)
@@ -266,12 +262,16 @@ def plot(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], out: Path) -> tp.L
         ax.set_xticks(range(k), [f'q{j}' for j in range(1, k + 1)])
         ax.set_yticks(range(k), [f'q{i}' for i in range(1, k + 1)])
         ax.set_title(f"pairwise MI, {row['sig']}", fontsize=9)
-        fig.tight_layout()
-        path = out / f"mi_{row['sig']}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save_figure(fig, out / f"mi_{row['sig']}.png", plt))
     return written
+
+
+def _save_figure(fig: tp.Any, path: Path, plt: tp.Any) -> Path:
+    """Lay out, write (PNG, 110 dpi) and close a figure; return its path."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def distinct_parts(settings: tp.Sequence[str]) -> tp.Dict[str, str]:
@@ -314,11 +314,7 @@ def _plot_cost_against_dependence(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.A
     ax.set_xlabel("tokenizer: delay-aligned TC - shuffled (bits, evaluate)")
     ax.set_ylabel("LM: factorization cost (bits/frame, valid; 95% CI)")
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    path = out / 'cost_vs_tc.png'
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, out / 'cost_vs_tc.png', plt)
 
 
 def _plot_term_against_dependence(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], out: Path,
@@ -349,11 +345,7 @@ def _plot_term_against_dependence(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.A
         ax.set_ylabel("term (valid, its own units)")
         ax.set_title(f"seed {seed}: one point per epoch", fontsize=9)
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    path = out / 'term_vs_tc.png'
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, out / 'term_vs_tc.png', plt)
 
 
 def resolve_targets(targets: tp.Sequence[str], small: bool = False) -> tp.List[tp.Any]:

@@ -1,4 +1,5 @@
 """The compression_mmd solver on real AudioCraft models and the embedded music (fast tests; no `dora run`)."""
+import contextlib
 import sys
 import types
 
@@ -47,21 +48,26 @@ def solver(embedded_music):
     return make_solver(['rvq.q_dropout=false'])
 
 
-def test_hooks_capture_exactly_the_stage_outputs(solver):
-    captured = []
-    x = train_batch(solver)
-    solver.model.eval()
-    original = solver._term
+@contextlib.contextmanager
+def streams_seen_by_the_term(solver):
+    """Yield a list that collects (detached copies of) the streams `solver._term` is called with."""
+    captured, original = [], solver._term
 
     def spy(streams, with_grad):
         captured.append(streams.detach().clone())
         return original(streams, with_grad)
     solver._term = spy
     try:
-        with torch.no_grad():
-            qres = solver.model.quantizer(solver.model.encoder(x), solver.model.frame_rate)
+        yield captured
     finally:
         solver._term = original
+
+
+def test_hooks_capture_exactly_the_stage_outputs(solver):
+    x = train_batch(solver)
+    solver.model.eval()
+    with streams_seen_by_the_term(solver) as captured, torch.no_grad():
+        qres = solver.model.quantizer(solver.model.encoder(x), solver.model.frame_rate)
     streams = captured[0]
     rvq = solver.model.quantizer.vq
     assert streams.shape[:2] == (x.shape[0], len(rvq.layers))
@@ -96,22 +102,16 @@ def test_term_gradient_reaches_the_encoder_only(embedded_music, stream):
 
 @pytest.mark.parametrize('stream', ['residual', 'input'])
 def test_residual_streams_are_the_embedding_minus_the_cumulative_codewords(solver, stream):
-    captured = []
     x = train_batch(solver)
     solver.model.eval()
-    original, solver.mmd_cfg.stream = solver._term, stream
-
-    def spy(streams, with_grad):
-        captured.append(streams.detach().clone())
-        return original(streams, with_grad)
-    solver._term = spy
+    solver.mmd_cfg.stream = stream
     try:
-        with torch.no_grad():
+        with streams_seen_by_the_term(solver) as captured, torch.no_grad():
             emb = solver.model.encoder(x)
             qres = solver.model.quantizer(emb, solver.model.frame_rate)
             again, _ = quantize_streams(solver.model.quantizer.vq, emb, stream)
     finally:
-        solver._term, solver.mmd_cfg.stream = original, 'codeword'
+        solver.mmd_cfg.stream = 'codeword'
     rvq = solver.model.quantizer.vq
     codewords = torch.stack([layer.decode(qres.codes[:, k]) for k, layer in enumerate(rvq.layers)], dim=1)
     cumulative = codewords.cumsum(dim=1)  # sum_{j <= k} q_j
