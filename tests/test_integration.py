@@ -187,6 +187,17 @@ def test_two_cpu_workers(dora_dir, embedded_music):
     assert [p.name for p in logs] == ['solver.log.0', 'solver.log.1']
 
 
+def test_two_cpu_workers_with_the_authors_objective(dora_dir, embedded_music):
+    # residual streams, the clip normalizer and the buffered schedule on 2 gloo workers: each takes its term on its
+    # own macro batch at the same step, and the skip decision is all-reduced
+    argv = DEBUG + ['mmd=authors', 'generate.every=1000', 'evaluate.every=1000']
+    dora(['run', '-d', '--ddp_workers', '2'] + argv, dora_dir)
+    epochs = history(xp_folder(dora_dir, argv))
+    assert len(epochs) == 2 and epochs[-1]['train']['mmd_nonfinite'] == 0
+    assert epochs[-1]['train']['mmd'] > 0 and epochs[-1]['train']['mmd_grad_ratio'] > 0
+    assert {'mmd', 'codes_tc'} <= set(epochs[-1]['valid'])
+
+
 @pytest.fixture
 def trained_copy(trained, dora_dir, tmp_path, monkeypatch):
     """The trained debug XP in a Dora folder of its own (evaluate --commit writes to its history)."""
