@@ -58,7 +58,7 @@ def test_debug_run_logs_the_term_and_the_codes_dependence(trained):
 def test_rerun_resumes_instead_of_restarting(trained, dora_dir):
     import torch
     before = torch.load(trained / 'checkpoint.th', map_location='cpu', weights_only=False)
-    assert before['mmd_state']['step'] == 2 * 4  # 2 epochs x 4 updates
+    assert before['mmd_state']['step'] == 2 * 16  # 2 epochs x 16 updates
     dora(['run'] + DEBUG, dora_dir)
     assert len(history(trained)) == 2
     after = torch.load(trained / 'checkpoint.th', map_location='cpu', weights_only=False)
