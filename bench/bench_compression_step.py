@@ -1,13 +1,15 @@
 """Cost of the independence term per training step, against AudioCraft's own CompressionSolver in the same run.
 
-    python bench/bench_compression_step.py                       # CPU, encodec_mmd_small (16 kHz, 4 x 256)
+    python bench/bench_compression_step.py                       # CPU, encodec_mmd_small_v2 (16 kHz, 4 x 256)
     python bench/bench_compression_step.py --paper --device cuda # the paper's scale: 32 kHz, 4 x 2048, batch 8, 1 s
 
 Each variant builds its solver through the Dora main and times `run_step` (forward, balancer backward, the term,
 optimizer step) on one fixed batch; the first steps are warm-up. Variants: AudioCraft's own CompressionSolver on the
 same config (the reference row), weight 0 without and with the dead-code restart, the term at every step, the
 paper's schedule (buffer N batches, re-encode, one term every N steps), and the authors' objective (`mmd=authors`:
-residual streams, their normalizer, that schedule) at weight 0 and at their weight 1000.
+residual streams, their normalizer, that schedule) at weight 0 and at their weight 1000. At small scale one more
+row: weight 0 on `encodec_mmd_small`, the small config before issue 21 (l1 at 0.1 instead of 1), whose `vs weight 0`
+column is v2's step cost against it.
 
 A weight-0 step computes the term's value (no gradient) only every `mmd.log_every` steps, for its logs, and restarts
 dead codes when `mmd.restart_dead_codes` says so (a training behaviour AudioCraft's solver does not have: the
@@ -83,7 +85,7 @@ def main_cli() -> None:
     every = opts.paper_every or (32 if opts.paper else 8)
     block = every * opts.log_every // math.gcd(every, opts.log_every)  # whole cycles of both
     rounds = max(1, math.ceil((opts.steps or 3 * block) / block))
-    solver_name = 'compression/encodec_mmd' if opts.paper else 'compression/encodec_mmd_small'
+    solver_name = 'compression/encodec_mmd' if opts.paper else 'compression/encodec_mmd_small_v2'
     base = [f'solver={solver_name}', f'device={opts.device}', 'dataset.num_workers=0', 'mmd.warmup.min_usage=0',
             'mmd.warmup.steps=0', f'mmd.log_every={opts.log_every}']
     if opts.paper:
@@ -101,6 +103,9 @@ def main_cli() -> None:
         'mmd=authors, weight 0': base + ['mmd=authors', 'mmd.weight=0'],
         f'mmd=authors (every {every})': base + ['mmd=authors', f'mmd.paper_every={every}'],
     }
+    if not opts.paper:
+        v1 = ['solver=compression/encodec_mmd_small'] + ours[1:]
+        variants['weight 0, encodec_mmd_small (v1)'] = v1 + ['mmd.weight=0']
     name = torch.cuda.get_device_name() if opts.device == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
     timed = {label: Timed(argv, opts.device, vanilla=label == vanilla) for label, argv in variants.items()}
     load_before = os.getloadavg()[0]

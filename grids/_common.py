@@ -2,8 +2,10 @@
 
 Every grid has two scales. By default it binds the paper's tokenizer (`compression/encodec_mmd`, 8 GPUs per XP,
 for `dora grid NAME` on a SLURM cluster). With AUDIOCRAFT_MMD_GRID_SCALE=small it binds
-`compression/encodec_mmd_small` (2 CPU cores, ~20 min per XP), which `python -m grids.local NAME --small` runs
-without SLURM. The scale changes the XP signatures, so both kinds of runs coexist in one Dora folder.
+`compression/encodec_mmd_small_v2` (2 CPU cores, ~20 min per XP), which `python -m grids.local NAME --small` runs
+without SLURM; AUDIOCRAFT_MMD_GRID_SCALE=small_v1 (`--small_v1`) binds `compression/encodec_mmd_small` instead, the
+small config before issue 21, on which the older tables of docs/RESULTS.md were made. The scale changes the XP
+signatures, so all kinds of runs coexist in one Dora folder.
 """
 import os
 import typing as tp
@@ -18,8 +20,25 @@ COMPARED_SETTINGS = {
 }
 
 
+# AUDIOCRAFT_MMD_GRID_SCALE -> the small tokenizer config it binds
+SMALL_CONFIGS = {'small': 'compression/encodec_mmd_small_v2', 'small_v1': 'compression/encodec_mmd_small'}
+
+
 def is_small() -> bool:
-    return os.environ.get('AUDIOCRAFT_MMD_GRID_SCALE', '') == 'small'
+    return small_config() is not None
+
+
+def small_config() -> tp.Optional[str]:
+    """The small tokenizer config the grid scale binds (AUDIOCRAFT_MMD_GRID_SCALE), None at the paper's scale.
+
+    Returns:
+        str or None: a solver config name, e.g. `compression/encodec_mmd_small_v2`.
+    """
+    scale = os.environ.get('AUDIOCRAFT_MMD_GRID_SCALE', '')
+    if scale and scale not in SMALL_CONFIGS:
+        raise ValueError(f"AUDIOCRAFT_MMD_GRID_SCALE={scale!r} is not a scale: use one of {sorted(SMALL_CONFIGS)}, "
+                         "or leave it unset for the paper's")
+    return SMALL_CONFIGS.get(scale)
 
 
 def bind_base(launcher, paper_objective: tp.Optional[str] = 'paper_v1') -> None:
@@ -34,7 +53,7 @@ def bind_base(launcher, paper_objective: tp.Optional[str] = 'paper_v1') -> None:
     """
     if is_small():
         launcher.slurm_(gpus=1, mem_per_gpu=16)
-        launcher.bind_(solver='compression/encodec_mmd_small')
+        launcher.bind_(solver=small_config())
     else:
         launcher.slurm_(gpus=8, mem_per_gpu=40)
         launcher.bind_(solver='compression/encodec_mmd')

@@ -14,7 +14,7 @@ elsewhere join with AUDIOCRAFT_MMD_TOKENIZERS=SIG,SIG (or export folders): their
 """
 import os
 
-from ._common import COMPARED_SETTINGS, SEEDS, is_small
+from ._common import COMPARED_SETTINGS, SEEDS, is_small, small_config
 from ._explorers import LMExplorer
 
 PATTERNS = ['delay', 'unroll']
@@ -31,7 +31,7 @@ def extra_tokenizers():
 def explorer(launcher):
     from audiocraft_mmd.train import main
     scale = 'small' if is_small() else 'paper'
-    tokenizers = launcher.bind(solver='compression/encodec_mmd_small' if is_small() else 'compression/encodec_mmd')
+    tokenizers = launcher.bind(solver=small_config() or 'compression/encodec_mmd')
     lms = launcher.bind(solver='musicgen/musicgen_mmd_small' if is_small() else 'musicgen/musicgen_mmd_32khz')
     lms.bind_(EARLY_STOP[scale])
     if is_small():

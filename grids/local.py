@@ -186,7 +186,9 @@ def main(args: tp.Optional[tp.List[str]] = None) -> int:
     interruptible_children()
     parser = argparse.ArgumentParser(prog='python -m grids.local', description=__doc__.split('\n')[0])
     parser.add_argument('name', help="grid module under grids/, e.g. mmd_sweep")
-    parser.add_argument('--small', action='store_true', help="bind encodec_mmd_small (2 CPU cores)")
+    parser.add_argument('--small', action='store_true', help="bind encodec_mmd_small_v2 (2 CPU cores)")
+    parser.add_argument('--small_v1', action='store_true',
+                        help="bind encodec_mmd_small, the small config of the older tables (2 CPU cores)")
     parser.add_argument('-j', '--jobs', type=int, default=1, help="XPs run at the same time")
     parser.add_argument('--dry_run', action='store_true', help="print the XPs and exit")
     parser.add_argument('--deadline', type=float, default=None,
@@ -201,8 +203,8 @@ def main(args: tp.Optional[tp.List[str]] = None) -> int:
     opts = parser.parse_intermixed_args(args)
     if opts.epochs is not None and opts.epochs < 1:
         parser.error(f"--epochs must be at least 1, got {opts.epochs}")
-    if opts.small:
-        os.environ['AUDIOCRAFT_MMD_GRID_SCALE'] = 'small'
+    if opts.small or opts.small_v1:
+        os.environ['AUDIOCRAFT_MMD_GRID_SCALE'] = 'small_v1' if opts.small_v1 else 'small'
     xps = grid_xps(opts.name)
     if opts.only:
         try:

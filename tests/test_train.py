@@ -27,7 +27,8 @@ def _resolved(cfg):
 
 
 def test_config_files_exist():
-    assert {p.stem for p in SOLVER_FILES} >= {'encodec_mmd', 'encodec_mmd_small', 'encodec_mmd_debug',
+    assert {p.stem for p in SOLVER_FILES} >= {'encodec_mmd', 'encodec_mmd_small', 'encodec_mmd_small_v2',
+                                              'encodec_mmd_debug',
                                               'musicgen_mmd_32khz', 'musicgen_mmd_small', 'musicgen_mmd_debug'}
     assert set(SOLVER_FILES) == set(COMPRESSION_FILES) | set(MUSICGEN_FILES)
     assert {p.stem for p in DSET_FILES} >= {'embedded_music', 'embedded_music_large'}
@@ -194,7 +195,18 @@ def test_ffmpeg_of_the_venv_is_found_without_activation(tmp_path, monkeypatch):
     assert os.environ['PATH'].startswith(str(tmp_path))
 
 
+def test_small_v2_changes_only_the_l1_weight():
+    """Issue 21: the v2 small config is encodec_mmd_small with l1 at 1, nothing else (the old one stays as it was,
+    so its XPs keep their signatures and meaning)."""
+    v1 = _resolved(main.get_xp(['solver=compression/encodec_mmd_small']).cfg)
+    v2 = _resolved(main.get_xp(['solver=compression/encodec_mmd_small_v2']).cfg)
+    assert (v1['losses']['l1'], v2['losses']['l1']) == (0.1, 1.)
+    v2['losses']['l1'] = v1['losses']['l1']
+    assert v2 == v1
+
+
 @pytest.mark.parametrize('lm, tokenizer', [('musicgen_mmd_small', 'encodec_mmd_small'),
+                                           ('musicgen_mmd_small', 'encodec_mmd_small_v2'),
                                            ('musicgen_mmd_debug', 'encodec_mmd_debug')])
 def test_small_lms_fit_their_tokenizer_configs(lm, tokenizer):
     cfg = main.get_xp([f'solver=musicgen/{lm}']).cfg

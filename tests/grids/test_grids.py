@@ -46,6 +46,19 @@ def test_cluster_scale_binds_the_paper_tokenizer(monkeypatch):
     assert {str(xp.cfg.mmd.pattern) for xp in xps} == {'delay', 'parallel'}
 
 
+def test_small_scales_bind_v2_and_v1_keeps_the_old_signatures(monkeypatch):
+    # e8d56b9d: the reproduction grid's weight-0 XP of seed 2024 in docs/RESULTS.md, made before issue 21
+    monkeypatch.setenv('AUDIOCRAFT_MMD_GRID_SCALE', 'small_v1')
+    assert 'e8d56b9d' in {xp.sig for xp in grid_xps('reproduction')}
+    monkeypatch.setenv('AUDIOCRAFT_MMD_GRID_SCALE', 'small')
+    xps = grid_xps('reproduction')
+    assert {xp.argv[0] for xp in xps} == {'solver=compression/encodec_mmd_small_v2'}
+    assert {float(xp.cfg.losses.l1) for xp in xps} == {1.}
+    monkeypatch.setenv('AUDIOCRAFT_MMD_GRID_SCALE', 'tiny')
+    with pytest.raises(ValueError, match="small_v1"):
+        grid_xps('reproduction')
+
+
 def test_explorer_shows_the_metrics_that_matter():
     explorer = importlib.import_module('grids.mmd_sweep').explorer
     names = repr(explorer.get_grid_metrics())
@@ -61,7 +74,7 @@ def test_kernel_ablation_runs_every_kernel_with_options_the_estimator_supports(s
     xps = grid_xps('kernel_ablation')
     from audiocraft_mmd.train import main
     base = importlib.import_module('grids.kernel_ablation').BASE_OPTIONS['small' if small else 'paper']
-    yaml = main.get_xp([f"solver=compression/{'encodec_mmd_small' if small else 'encodec_mmd'}"]).cfg.mmd
+    yaml = main.get_xp([f"solver={'compression/encodec_mmd_small_v2' if small else 'compression/encodec_mmd'}"]).cfg.mmd
     assert base == (yaml.estimator, yaml.bandwidth), "BASE_OPTIONS out of date with the base config"
     streams = torch.randn(2, 4, 3, 16, generator=torch.Generator().manual_seed(0))
     kernels = set()

@@ -207,7 +207,7 @@ AUTHORS_OBJECTIVE = {
 }
 
 
-@pytest.mark.parametrize('config', ['encodec_mmd', 'encodec_mmd_small', 'encodec_mmd_debug'])
+@pytest.mark.parametrize('config', ['encodec_mmd', 'encodec_mmd_small', 'encodec_mmd_small_v2', 'encodec_mmd_debug'])
 def test_authors_preset_gives_the_authors_objective_on_every_solver_config(config):
     from omegaconf import OmegaConf
     from audiocraft_mmd.solvers.compression_mmd import OBJECTIVE_KEYS
