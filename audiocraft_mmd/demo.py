@@ -1,11 +1,13 @@
 """The whole pipeline on 2 CPU cores: `python -m audiocraft_mmd.demo` (what `make demo` runs).
 
-1. trains the small tokenizer (`compression/encodec_mmd_small`, weight 1, on the demo's shorter schedule) through
-   `dora run`, and exports it to `tokenizers/encodec_mmd_small` (the small LM config's default tokenizer);
+1. trains the small tokenizer (`compression/encodec_mmd_small_v2`, weight 1, on the demo's shorter schedule)
+   through `dora run`, and exports it to `tokenizers/encodec_mmd_small` (the small LM config's default tokenizer);
 2. trains the small LM on its tokens (`musicgen/musicgen_mmd_small`, delay pattern, description-conditioned);
 3. exports the LM with its tokenizer into `outputs/demo/musicgen` and generates a few clips from descriptions of
    training pieces through AudioCraft's `MusicGen.get_pretrained` (`audiocraft_mmd.generate`);
-4. writes `outputs/demo/REPORT.md`: both XPs' tables, the clips, and the commands to do each step by hand.
+4. writes `outputs/demo/REPORT.md`: both XPs' tables, the clips with two music statistics (onset rate, chroma
+   entropy: `audiocraft_mmd.metrics.music`) next to those of the training pieces they were asked for, and the
+   commands to do each step by hand.
 
 Each step is an ordinary command: rerunning the demo resumes the XPs where they stopped (Dora signatures).
 """
@@ -20,7 +22,7 @@ import typing as tp
 from . import env
 
 # Shorter than the config's 1500 updates (the results grids keep theirs): the demo must end within 30 minutes.
-TOKENIZER_ARGV = ['solver=compression/encodec_mmd_small', 'optim.epochs=6']
+TOKENIZER_ARGV = ['solver=compression/encodec_mmd_small_v2', 'optim.epochs=6']
 LM_ARGV = ['solver=musicgen/musicgen_mmd_small']
 NUM_CLIPS = 3
 # `--quick`: the same pipeline with a few updates per XP (tests; seconds instead of minutes)
@@ -36,17 +38,54 @@ def _dora_run(argv: tp.List[str]) -> None:
     subprocess.run(cmd, check=True, cwd=env.REPO_ROOT)
 
 
-def _descriptions(num: int) -> tp.List[str]:
-    """Descriptions of training pieces: the small LM's lookup-table conditioner has one embedding per description it
-    trained on (on the embedded music, one per piece); a description it never saw maps to an untrained one."""
+def _training_pieces(num: int) -> tp.Dict[str, Path]:
+    """Descriptions of training pieces, each with the first piece that has it: the small LM's lookup-table
+    conditioner has one embedding per description it trained on (on the embedded music, one per piece); a
+    description it never saw maps to an untrained one."""
     manifest = env.REPO_ROOT / 'egs' / 'embedded_music' / 'train' / 'data.jsonl'
-    found = []
+    found: tp.Dict[str, Path] = {}
     for line in manifest.read_text().splitlines():
-        sidecar = Path(json.loads(line)['path']).with_suffix('.json')
-        description = json.loads(sidecar.read_text()).get('description')
+        path = Path(json.loads(line)['path'])
+        description = json.loads(path.with_suffix('.json').read_text()).get('description')
         if description and description not in found:
-            found.append(description)
-    return found[:num]
+            found[description] = path
+        if len(found) == num:
+            break
+    return found
+
+
+def _music_statistics(path: Path, sample_rate: int) -> tp.Dict[str, float]:
+    """Onset rate and chroma entropy of an audio file, mono at the model's sample rate."""
+    from audiocraft.data.audio import audio_read
+    from audiocraft.data.audio_utils import convert_audio
+    from .metrics.music import music_statistics
+    wav, sr = audio_read(path)
+    return music_statistics(convert_audio(wav, sr, sample_rate, 1)[0].numpy(), sample_rate)
+
+
+def music_table(clips: tp.List[Path], pieces: tp.Dict[str, Path], sample_rate: int) -> str:
+    """A markdown table: for each generated clip, its description and the music statistics of the clip and of the
+    training piece with that description.
+
+    Args:
+        clips (list of Path): generated clips, each with a `.json` sidecar holding its `description`.
+        pieces (dict): description -> training piece.
+        sample_rate (int): the rate both are analysed at (the model's).
+    Returns:
+        str: the table.
+    """
+    from .metrics.music import MUSIC_STATISTICS
+    names = list(MUSIC_STATISTICS)
+    lines = ['| description | ' + ' | '.join(f'{name}: generated | {name}: training piece' for name in names) + ' |',
+             '|---' * (1 + 2 * len(names)) + '|']
+    for clip in clips:
+        description = json.loads(clip.with_suffix('.json').read_text())['description']
+        generated = _music_statistics(clip, sample_rate)
+        training = _music_statistics(pieces[description], sample_rate)
+        cells = [f'{generated[name]:.2f} | {training[name]:.2f}' for name in names]
+        lines.append(f'| {description} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n\n' + '\n'.join(f'- `{name}`: {meaning}' for name, meaning in
+                                                   MUSIC_STATISTICS.items())
 
 
 def run(out: Path, quick: bool = False, clip_duration: float = 4.) -> Path:
@@ -59,7 +98,7 @@ def run(out: Path, quick: bool = False, clip_duration: float = 4.) -> Path:
     """
     from .export import export
     from .generate import generate
-    from .train import main
+    from .train import get_xp_from_sig, main
     start = time.time()
     timings: tp.Dict[str, float] = {}
     tokenizer_argv = TOKENIZER_ARGV + (QUICK_TOKENIZER if quick else [])
@@ -73,17 +112,19 @@ def run(out: Path, quick: bool = False, clip_duration: float = 4.) -> Path:
     lm_sig = main.get_xp(lm_argv).sig
     timings['LM'] = time.time() - start - sum(timings.values())
     folder = export(lm_sig, out / 'musicgen')
-    clips = generate(str(folder), _descriptions(NUM_CLIPS), duration=clip_duration, out_dir=out / 'samples', seed=0)
+    pieces = _training_pieces(NUM_CLIPS)
+    clips = generate(str(folder), list(pieces), duration=clip_duration, out_dir=out / 'samples', seed=0)
     timings['generation'] = time.time() - start - sum(timings.values())
+    music = music_table(clips, pieces, sample_rate=get_xp_from_sig(tokenizer_sig).cfg.sample_rate)
     report = out / 'REPORT.md'
     report.write_text(_report(tokenizer_sig, lm_sig, tokenizer_argv=tokenizer_argv, lm_argv=lm_argv, folder=folder,
-                              clips=clips, timings=timings, clip_duration=clip_duration))
+                              clips=clips, music=music, timings=timings, clip_duration=clip_duration))
     print(f"demo done in {(time.time() - start) / 60:.1f} min: {report}")
     return report
 
 
 def _report(tokenizer_sig: str, lm_sig: str, tokenizer_argv: tp.List[str], lm_argv: tp.List[str], folder: Path,
-            clips: tp.List[Path], timings: tp.Dict[str, float], clip_duration: float) -> str:
+            clips: tp.List[Path], music: str, timings: tp.Dict[str, float], clip_duration: float) -> str:
     from . import report
     from .train import get_xp_from_sig
     tokenizer_xp, lm_xp = get_xp_from_sig(tokenizer_sig), get_xp_from_sig(lm_sig)
@@ -111,6 +152,10 @@ tuple the delay pattern samples in one step (what its factorized prediction igno
 ## Clips ({clip_duration:g} s each, AudioCraft's `MusicGen.get_pretrained('{folder}')`)
 
 {chr(10).join(clip_lines)}
+
+Notes or drone? Two statistics of each clip, next to those of the training piece it was asked for (whole piece):
+
+{music}
 
 Made again with:
 

@@ -227,6 +227,11 @@ def test_demo_pipeline_runs_to_clips_and_a_report(tmp_path, embedded_music):
     assert len(clips) == 3 and all(c.with_suffix('.json').exists() for c in clips)
     report = (out / 'REPORT.md').read_text()
     assert 'NLL bits/frame (valid)' in report and 'TC - shuffled' in report and clips[0].name in report
+    # the music statistics: one row per clip, numbers for the clip and for its training piece
+    for clip in clips:
+        description = json.loads(clip.with_suffix('.json').read_text())['description']
+        row = next(line for line in report.splitlines() if line.startswith(f'| {description} | '))
+        assert len([float(cell) for cell in row.split('|')[2:-1]]) == 4, row
     assert (out / 'tokenizer' / 'compression_state_dict.bin').exists()
     assert {p.name for p in (out / 'musicgen').iterdir()} == {'state_dict.bin', 'compression_state_dict.bin',
                                                               'export.json'}
