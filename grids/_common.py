@@ -28,6 +28,12 @@ def is_small() -> bool:
     return small_config() is not None
 
 
+def grid_scale() -> str:
+    """`paper`, `small` or `small_v1` (AUDIOCRAFT_MMD_GRID_SCALE, validated)."""
+    small_config()  # raises on an unknown scale
+    return os.environ.get('AUDIOCRAFT_MMD_GRID_SCALE', '') or 'paper'
+
+
 def small_config() -> tp.Optional[str]:
     """The small tokenizer config the grid scale binds (AUDIOCRAFT_MMD_GRID_SCALE), None at the paper's scale.
 
