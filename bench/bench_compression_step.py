@@ -80,6 +80,9 @@ def main_cli() -> None:
                         help="timed steps per variant, rounded up to whole blocks (default: 3 blocks)")
     parser.add_argument('--paper_every', type=int, default=None)
     parser.add_argument('--log_every', type=int, default=10, help="mmd.log_every of every variant")
+    parser.add_argument('--variants', type=lambda text: [t for t in text.split(',') if t], default=None,
+                        metavar='TEXT,TEXT', help="time only the rows whose label contains one of these (AudioCraft's "
+                        "row and the weight-0 baseline, the references of the ratios, always run), e.g. --variants v1")
     parser.add_argument('overrides', nargs='*', help="extra overrides for every variant, e.g. datasource.train=DIR")
     opts = parser.parse_args()
     every = opts.paper_every or (32 if opts.paper else 8)
@@ -106,6 +109,9 @@ def main_cli() -> None:
     if not opts.paper:
         v1 = ['solver=compression/encodec_mmd_small'] + ours[1:]
         variants['weight 0, encodec_mmd_small (v1)'] = v1 + ['mmd.weight=0']
+    if opts.variants:
+        variants = {label: argv for label, argv in variants.items()
+                    if label in (vanilla, 'weight 0 (baseline)') or any(text in label for text in opts.variants)}
     name = torch.cuda.get_device_name() if opts.device == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
     timed = {label: Timed(argv, opts.device, vanilla=label == vanilla) for label, argv in variants.items()}
     load_before = os.getloadavg()[0]

@@ -21,6 +21,7 @@ skips the same terms) and skipped when it is not finite; `mmd.max_nonfinite` con
 """
 from collections import deque
 import dataclasses
+import functools
 import types
 import typing as tp
 
@@ -184,14 +185,24 @@ def _grad_norm_of(backward: tp.Callable[[], tp.Any], params: tp.List[torch.nn.Pa
     return out, total ** 0.5
 
 
-def _expire_codes_and_reset_stats(codebook: torch.nn.Module, batch_samples: torch.Tensor) -> None:
+def _expire_codes_and_reset_stats(codebook: torch.nn.Module, batch_samples: torch.Tensor, grace: int = 0) -> None:
     """`EuclideanCodebook.expire_codes_` that also resets the EMA statistics of the codes it replaces.
 
     AudioCraft 1.3.0 writes the new codeword to `embed` and then, in the same forward, overwrites all of `embed`
     with `embed_avg / cluster_size`: a replaced code gets its stale value back and stays dead. Giving it the
-    statistics of one fresh cluster of `threshold_ema_dead_code` samples at the new value makes the restart stick.
+    statistics of one fresh cluster at the new value makes the restart stick. With `grace` 0 that cluster counts
+    `threshold_ema_dead_code` samples, which the same forward's EMA decays below the threshold: a code no frame
+    picks at the next step is replaced again then. With `grace` g >= 1 it counts threshold / decay^g (plus a
+    margin of a tenth of one step's decay, against rounding): unpicked, it keeps its value for exactly g more steps.
+    The number of codes replaced is left in `codebook.restarted_codes` (a tensor, for the logs).
+
+    Args:
+        codebook (EuclideanCodebook): the codebook, bound as `self`.
+        batch_samples (torch.Tensor): this forward's input vectors, the pool new codewords are drawn from.
+        grace (int): training steps a restarted code survives unpicked.
     """
     threshold = codebook.threshold_ema_dead_code
+    codebook.restarted_codes = torch.zeros((), device=codebook.cluster_size.device)
     if threshold == 0:
         return
     expired = codebook.cluster_size < threshold
@@ -199,8 +210,12 @@ def _expire_codes_and_reset_stats(codebook: torch.nn.Module, batch_samples: torc
         return
     samples = batch_samples.reshape(-1, batch_samples.shape[-1])
     codebook.replace_(samples, mask=expired)
-    codebook.cluster_size.data[expired] = float(threshold)
-    codebook.embed_avg.data[expired] = codebook.embed.data[expired] * threshold
+    count = float(threshold)
+    if grace > 0:
+        count *= (1 + (1 - codebook.decay) / 10) / codebook.decay ** grace
+    codebook.cluster_size.data[expired] = count
+    codebook.embed_avg.data[expired] = codebook.embed.data[expired] * count
+    codebook.restarted_codes = expired.sum().float()
     flashy.distrib.broadcast_tensors(codebook.buffers())
 
 
@@ -314,11 +329,16 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
         self._paper_buffer: tp.Deque[torch.Tensor] = deque(maxlen=max(1, self.mmd_cfg.paper_every))
         # Decayed histogram of the codes training frames actually pick [K, bins]: the warm-up's usage measure.
         self._code_counts = torch.zeros(len(rvq.layers), rvq.layers[0].codebook_size, device=self.device)
+        grace = self.mmd_cfg.restart_grace
+        if not isinstance(grace, int) or grace < 0:
+            raise ValueError(f"mmd.restart_grace={grace!r}: give the steps a restarted code survives unpicked, an "
+                             "integer >= 0 (0: none, 1: one step)")
         for layer in rvq.layers:
             layer.register_forward_hook(self._on_stage)
             if self.mmd_cfg.restart_dead_codes:
                 # Instance attribute: the class, the buffers and the saved format stay AudioCraft's.
-                layer._codebook.expire_codes_ = types.MethodType(_expire_codes_and_reset_stats, layer._codebook)
+                layer._codebook.expire_codes_ = types.MethodType(
+                    functools.partial(_expire_codes_and_reset_stats, grace=grace), layer._codebook)
         if self.mmd_cfg.restart_dead_codes:
             self._check_restart_threshold()
         self.model.quantizer.register_forward_pre_hook(self._before_quantizer)
@@ -440,6 +460,9 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
                 batch_counts = self._batch_code_counts(qres.codes, decay=False)
             for k, counts in enumerate(batch_counts):
                 metrics[f"ppl_q{k + 1}"] = _perplexity(counts)
+        if cfg.restart_dead_codes:  # codes restarted at this step, all codebooks: the churn, per update
+            metrics['codes_restarted'] = sum(getattr(layer._codebook, 'restarted_codes', torch.zeros(()))
+                                             for layer in self.model.quantizer.vq.layers)
         return dataclasses.replace(qres, metrics=metrics)
 
     # --- the gradient diagnostic -----------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The compression_mmd solver on real AudioCraft models and the embedded music (fast tests; no `dora run`)."""
 import contextlib
+import functools
 import sys
 import types
 
@@ -366,6 +367,36 @@ def test_restarted_dead_codes_keep_their_new_value():
     # With the statistics reset they keep the batch samples they were replaced with (around +10).
     restarted = run(patched=True)
     assert restarted.mean() > 5 and restarted.min() > 0
+
+
+@pytest.mark.parametrize('grace', [0, 1, 3])
+def test_an_unpicked_restarted_code_keeps_its_value_for_exactly_its_grace(grace):
+    """Issue 19: on AudioCraft's own codebook, over consecutive training steps. Three live codes hold the data (a
+    large EMA count: they barely move); code 3 is dead and is restarted at step 0 onto the only point of that batch,
+    Q, far from the data; no later frame picks it. It must keep Q for exactly `grace` steps, then be replaced."""
+    q = torch.tensor([-50., 50.])
+    live = torch.tensor([[0., 0.], [10., 0.], [0., 10.]])
+    codebook = EuclideanCodebook(dim=2, codebook_size=4, kmeans_init=False, decay=0.99)  # dead code threshold 2
+    codebook.embed.copy_(torch.cat([live, torch.tensor([[-100., -100.]])]))
+    codebook.cluster_size.copy_(torch.tensor([1000., 1000., 1000., 0.5]))
+    codebook.embed_avg.copy_(codebook.embed * codebook.cluster_size[:, None])
+    codebook.expire_codes_ = types.MethodType(functools.partial(_expire_codes_and_reset_stats, grace=grace),
+                                              codebook)
+    codebook.train()
+    codebook(q.repeat(64, 1))  # step 0: code 3 restarted onto Q
+    assert float(codebook.restarted_codes) == 1.
+    torch.testing.assert_close(codebook.embed[3], q, rtol=1e-3, atol=1e-3)
+    data = live.repeat(32, 1)  # the data: each frame at a live code, so Q is never picked
+    for step in range(1, grace + 2):
+        codebook(data)
+        replaced = step == grace + 1
+        assert float(codebook.restarted_codes) == float(replaced), step
+        assert torch.allclose(codebook.embed[3], q, rtol=1e-3, atol=1e-3) != replaced, (step, codebook.embed[3])
+
+
+def test_restart_grace_must_be_a_step_count(embedded_music):
+    with pytest.raises(ValueError, match="mmd.restart_grace=-1"):
+        make_solver(['mmd.restart_grace=-1'])
 
 
 def test_visqol_without_its_package_fails_at_start_with_the_fix(embedded_music, monkeypatch):
