@@ -137,6 +137,13 @@ def test_no_module_imports_another_that_imports_it_back():
     assert not groups, describe(groups, edges)
 
 
+def test_the_dataset_checker_imports_no_builder():
+    """`data.check` names a bad file's fix from the build record each builder writes, not by importing them."""
+    edges = import_edges(module_files(REPO, PACKAGES), REPO)
+    imported = {b for a, b, _ in edges if a == 'audiocraft_mmd.data.check'}
+    assert imported == {'audiocraft_mmd.data.common'}
+
+
 def _write(root: Path, files: tp.Dict[str, str]) -> None:
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
