@@ -18,8 +18,8 @@ def check_real_dataset(root: tp.Optional[tp.Union[str, Path]] = None) -> str:
     """The optional real-music preset (`make dataset-real`): absent is fine (a note on how to build it); if built,
     every audio file its manifests list must open (see `check_dataset`)."""
     from .data import real_music
-    mdir = real_music.manifest_dir(root)
-    if real_music.read_record(root) is None:
+    mdir = real_music.manifest_dir(root=root)
+    if real_music.read_record(root=root) is None:
         return ("not built (optional: `make dataset-real` fetches about 350 MB of Debian game soundtracks with "
                 "apt-get, 5 h of real recordings; docs/real_music.md)")
     return "real music: " + check_dataset(mdir)
@@ -56,9 +56,9 @@ def _checks() -> tp.Iterator[tp.Tuple[str, tp.Callable[[], str]]]:
         return f"visqol-python {package.__version__} ({'numba kernels' if has_numba() else 'no numba: ~8x slower'})"
 
     def dataset() -> str:
-        from .data import embedded_music
+        from .data import common, embedded_music
         mdir = embedded_music.manifest_dir('embedded_music')
-        if not (mdir / 'build_info.json').exists():
+        if common.load_record(mdir) is None:
             return "not built yet (make dataset)"
         return "small set: " + check_dataset(mdir)
 

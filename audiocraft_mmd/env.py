@@ -16,7 +16,8 @@ import shutil
 import sys
 import typing as tp
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from .paths import REPO_ROOT  # the one definition; `env.REPO_ROOT` stays where the tools read it
+
 AUDIOCRAFT_TARBALL_HINT = (
     "Install AudioCraft editable from its PyPI source tarball, which is the only distribution that ships config/: "
     "`make install`, or by hand: `pip download --no-deps --no-binary :all: audiocraft==1.3.0 && "

@@ -30,56 +30,30 @@ import typing as tp
 import torch
 
 from .data.check import BadManifestError
+from .paths import REPO_ROOT
+from .xps import check_dset, cross_domain_path, shown
 
 KEYS = ['codes_tc', 'codes_tc_excess', 'codes_tc_norm', 'codes_mi_mean', 'codes_mi_mean_excess', 'codes_util_min',
-        'sisnr', 'visqol']
-NEGATED = {'sisnr'}  # AudioCraft logs the negated SI-SNR (a loss): the row shows SI-SNR in dB
+        'sisnr', 'visqol']  # AudioCraft logs the negated SI-SNR (a loss): the row shows SI-SNR in dB (`xps.shown`)
 
 
-def available_dsets() -> tp.List[str]:
-    """The dataset presets `dset=NAME` can name: this package's `config/dset/` and AudioCraft's, without the
-    abstract ones (no evaluate split, or `???`: AudioCraft's `default` files).
-
-    Returns:
-        Sorted names, e.g. ['audio/audiocaps_16khz', ..., 'audio/real_music', ...].
-    """
-    import yaml
-    from .env import REPO_ROOT, audiocraft_config_dir
-    names = set()
-    for root in (REPO_ROOT / 'config' / 'dset', audiocraft_config_dir() / 'dset'):
-        for path in root.rglob('*.yaml'):
-            try:
-                evaluate = (yaml.safe_load(path.read_text()) or {}).get('datasource', {}).get('evaluate')
-            except (OSError, yaml.YAMLError, AttributeError):
-                continue
-            if isinstance(evaluate, str) and evaluate != '???':
-                names.add(path.relative_to(root).with_suffix('').as_posix())
-    return sorted(names)
-
-
-def check_dset(dset: str) -> None:
-    """Raise ValueError naming the available presets when `dset` is not one of them (before any XP is loaded).
+def check_options(commit: bool = False, tokenizer: tp.Optional[str] = None, dset: tp.Optional[str] = None) -> None:
+    """Raise ValueError, before any XP is loaded, for options that cannot go together or a preset that does not
+    exist: `commit` appends to the XP's history, which holds its own checkpoint's evaluations on its own dataset.
 
     Args:
-        dset (str): a dataset preset name as `dset=` takes it, e.g. `audio/real_music`.
+        commit (bool): `--commit`.
+        tokenizer (str, optional): `--tokenizer` (an exported tokenizer: not the XP's checkpoint).
+        dset (str, optional): `--dset` (another dataset: its result goes to `xps.cross_domain_path`).
     """
-    available = available_dsets()
-    if dset not in available:
-        raise ValueError(f"unknown dataset preset {dset!r} (--dset takes what `dset=` takes: a file under "
-                         f"config/dset/ of this package or of AudioCraft, without .yaml); available: "
-                         f"{', '.join(available)}")
-
-
-def cross_domain_path(folder: tp.Union[str, Path], dset: str) -> Path:
-    """Where `evaluate_xp(..., dset=dset)` writes its result: `<folder>/evaluate_<dset, / as _>.json`.
-
-    Args:
-        folder: the XP's folder.
-        dset (str): the dataset preset, e.g. `audio/real_music` (-> `evaluate_audio_real_music.json`).
-    Returns:
-        The path (the file holds `dset`, `sig`, `epochs`, ..., and the metrics under `evaluate`).
-    """
-    return Path(folder) / f"evaluate_{dset.replace('/', '_')}.json"
+    if tokenizer is not None and commit:
+        raise ValueError("--commit records a checkpoint's evaluation in its XP's history: not with --tokenizer.")
+    if dset is not None:
+        if commit:
+            raise ValueError("--commit appends to the XP's own history, which holds evaluations on its own "
+                             f"dataset: a --dset evaluation goes to {cross_domain_path('', dset)} in the XP's "
+                             "folder instead. Drop --commit (or --dset).")
+        check_dset(dset)
 
 
 def dset_config(xp: tp.Any, dset: str) -> tp.Any:
@@ -104,9 +78,7 @@ def check_evaluate_data(cfg: tp.Any) -> None:
 
     A missing manifest is left to `env.check_datasource` (the solver's start), which names the build command.
     """
-    from pathlib import Path
     from .data import check
-    from .env import REPO_ROOT
     value = cfg.datasource.get('evaluate')
     if not isinstance(value, str):
         return
@@ -140,14 +112,7 @@ def evaluate_xp(sig: str, commit: bool = False, visqol: tp.Optional[bool] = None
     Returns:
         The evaluate metrics.
     """
-    if tokenizer is not None and commit:
-        raise ValueError("--commit records a checkpoint's evaluation in its XP's history: not with --tokenizer.")
-    if dset is not None:
-        if commit:
-            raise ValueError("--commit appends to the XP's own history, which holds evaluations on its own "
-                             f"dataset: a --dset evaluation goes to evaluate_{dset.replace('/', '_')}.json in the "
-                             "XP's folder instead. Drop --commit (or --dset).")
-        check_dset(dset)
+    check_options(commit=commit, tokenizer=tokenizer, dset=dset)
     from omegaconf import OmegaConf
     from .train import get_solver_from_sig, get_xp_from_sig, main
     xp = get_xp_from_sig(sig)
@@ -212,14 +177,10 @@ def main(args: tp.Optional[tp.List[str]] = None) -> int:
     opts = parser.parse_args(args)
     if opts.tokenizer is not None and len(opts.sigs) != 1:
         parser.error("--tokenizer evaluates one XP's tokenizer: pass one SIG")
-    if opts.dset is not None:
-        if opts.commit:
-            parser.error("--commit appends to each XP's own history (its own dataset's evaluations): not with "
-                         "--dset, whose results go to <XP folder>/evaluate_<NAME>.json. Drop one of the two.")
-        try:
-            check_dset(opts.dset)
-        except ValueError as exc:
-            parser.error(str(exc))
+    try:
+        check_options(commit=opts.commit, tokenizer=opts.tokenizer, dset=opts.dset)
+    except ValueError as exc:
+        parser.error(str(exc))
     if opts.threads:
         torch.set_num_threads(opts.threads)
     print('| XP | ' + ' | '.join('SI-SNR (dB)' if k == 'sisnr' else k for k in KEYS) + ' |')
@@ -232,7 +193,7 @@ def main(args: tp.Optional[tp.List[str]] = None) -> int:
         except BadManifestError as exc:
             print(f"XP {sig}: not evaluated, {exc}", file=sys.stderr)
             return 1
-        cells = [f'{(-1 if k in NEGATED else 1) * float(metrics[k]):.3f}' if k in metrics else '' for k in KEYS]
+        cells = [f'{shown(k, float(metrics[k])):.3f}' if k in metrics else '' for k in KEYS]
         print(f"| {sig} | " + ' | '.join(cells) + ' |', flush=True)
         if opts.dset is not None:
             from .train import get_xp_from_sig

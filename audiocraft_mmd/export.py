@@ -23,48 +23,29 @@ import tempfile
 import typing as tp
 
 from . import env  # noqa: F401  (sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD before AudioCraft checkpoints load)
+from .xps import (EXPORTED_LM, EXPORTED_TOKENIZER, EXPORT_RECORD, LM_SOLVERS, PRETRAINED_PREFIX, export_folder,
+                  is_export, is_lm, resolve_checkpoint, resolve_tokenizer, state_hash, xps_dir)
 
-LM_SOLVERS = ('musicgen', 'musicgen_mmd')
 EXTEND_STRIDE = 18.  # MusicGen.set_generation_params' default, asserted below max_duration when a MusicGen is built
-
-
-def resolve_checkpoint(sig_or_path: str) -> Path:
-    """Checkpoint file of an XP signature (in this package's Dora folder), an XP folder, or a checkpoint path.
-
-    Args:
-        sig_or_path (str): e.g. '3f2a9c1b', '//sig/3f2a9c1b', 'outputs/xps/3f2a9c1b' or a `.th` file.
-    Returns:
-        Path of the checkpoint file.
-    """
-    from audiocraft.utils.checkpoint import resolve_checkpoint_path
-    from .train import main
-    text = str(sig_or_path)
-    xps = Path(main.dora.dir) / 'xps'
-    if text.startswith('//sig/'):
-        text = str(xps / text[len('//sig/'):])
-    elif '/' not in text and not Path(text).exists():
-        text = str(xps / text)
-    resolved = resolve_checkpoint_path(text)
-    if resolved is None:
-        raise FileNotFoundError(f"No checkpoint for {sig_or_path!r} (looked in {xps}): train it first with "
-                                "`dora run ...`, or pass the path of a checkpoint.th.")
-    return resolved
 
 
 def export_tokenizer(sig_or_path: str, out_dir: tp.Union[str, Path]) -> Path:
     """Export the best state of a compression XP to `out_dir/compression_state_dict.bin`.
 
     Args:
-        sig_or_path (str): XP signature or checkpoint path (see `resolve_checkpoint`).
+        sig_or_path (str): XP signature or checkpoint path (see `xps.resolve_checkpoint`).
         out_dir (str or Path): output folder, created if needed.
     Returns:
         Path of the exported file.
     """
+    return _export_tokenizer(resolve_checkpoint(sig_or_path), out_dir)
+
+
+def _export_tokenizer(checkpoint: Path, out_dir: tp.Union[str, Path]) -> Path:
     from audiocraft.utils.export import export_encodec
-    checkpoint = resolve_checkpoint(sig_or_path)
     with _staging(out_dir) as staging:
-        export_encodec(checkpoint, staging / 'compression_state_dict.bin')
-    return Path(out_dir) / 'compression_state_dict.bin'
+        export_encodec(checkpoint, staging / EXPORTED_TOKENIZER)
+    return Path(out_dir) / EXPORTED_TOKENIZER
 
 
 def export_musicgen(sig_or_path: str, out_dir: tp.Union[str, Path], max_duration: float = 30.,
@@ -80,30 +61,35 @@ def export_musicgen(sig_or_path: str, out_dir: tp.Union[str, Path], max_duration
     Returns:
         The export folder.
     """
+    return _export_musicgen(resolve_checkpoint(sig_or_path), out_dir, max_duration, package, name=sig_or_path)
+
+
+def _export_musicgen(checkpoint: Path, out_dir: tp.Union[str, Path], max_duration: float = 30.,
+                     package: tp.Optional[dict] = None, name: tp.Optional[str] = None) -> Path:
+    """`export_musicgen` of a resolved checkpoint file (`name`: how the user named the LM, for the messages)."""
     import torch
     from omegaconf import OmegaConf
     from audiocraft.models import CompressionModel
     from audiocraft.models.builders import get_wrapped_compression_model
     from audiocraft.utils.export import export_encodec, export_lm, export_pretrained_compression_model
-    from .solvers.musicgen_mmd import resolve_tokenizer, state_hash
+    name = str(checkpoint) if name is None else name
     if max_duration <= EXTEND_STRIDE:
         raise ValueError(f"--max_duration {max_duration:g} must be above {EXTEND_STRIDE:g} s: AudioCraft's MusicGen "
                          "asserts that its extension stride (18 s) is shorter than the model's max duration.")
-    checkpoint = resolve_checkpoint(sig_or_path)
     if package is None:
         package = torch.load(checkpoint, map_location='cpu', weights_only=False)
     cfg = package['xp.cfg']
-    if cfg.solver not in LM_SOLVERS:
-        raise ValueError(f"{sig_or_path} is a {cfg.solver!r} XP, not an LM: export a tokenizer with "
+    if not is_lm(cfg):
+        raise ValueError(f"{name} is a {cfg.solver!r} XP, not an LM: export a tokenizer with "
                          f"export_tokenizer, or pass an LM XP ({', '.join(LM_SOLVERS)}).")
     reference = str(package.get('tokenizer', {}).get('reference') or cfg.compression_model_checkpoint)
     tokenizer = resolve_tokenizer(reference)
     trained_segment = float(cfg.dataset.segment_duration)
     with _staging(out_dir) as staging:
-        tokenizer_file = staging / 'compression_state_dict.bin'
-        if tokenizer.startswith('//pretrained/'):
+        tokenizer_file = staging / EXPORTED_TOKENIZER
+        if tokenizer.startswith(PRETRAINED_PREFIX):
             # an export file is copied whole; a hub name is written as a reference (AudioCraft fetches it)
-            export_pretrained_compression_model(tokenizer[len('//pretrained/'):], tokenizer_file)
+            export_pretrained_compression_model(tokenizer[len(PRETRAINED_PREFIX):], tokenizer_file)
         else:
             export_encodec(tokenizer, tokenizer_file)
         saved_hash = package.get('tokenizer', {}).get('hash')
@@ -112,17 +98,17 @@ def export_musicgen(sig_or_path: str, out_dir: tp.Union[str, Path], max_duration
             exported = get_wrapped_compression_model(
                 CompressionModel.get_pretrained(str(tokenizer_file), device='cpu'), cfg)
             if state_hash(exported) != saved_hash:
-                raise RuntimeError(f"The tokenizer at {reference!r} is not the one LM {sig_or_path} was trained on "
+                raise RuntimeError(f"The tokenizer at {reference!r} is not the one LM {name} was trained on "
                                    "(its weights changed since): export the LM with the tokenizer it trained on.")
-        check_exportable_lm(cfg, CompressionModel.get_pretrained(str(tokenizer_file), device='cpu'), sig_or_path)
-        lm_file = staging / 'state_dict.bin'
+        check_exportable_lm(cfg, CompressionModel.get_pretrained(str(tokenizer_file), device='cpu'), name)
+        lm_file = staging / EXPORTED_LM
         export_lm(checkpoint, lm_file)
         lm_package = torch.load(lm_file, map_location='cpu', weights_only=False)
         lm_cfg = OmegaConf.create(lm_package['xp.cfg'])
         lm_cfg.dataset.segment_duration = max(trained_segment, float(max_duration))
         lm_package['xp.cfg'] = OmegaConf.to_yaml(lm_cfg)
         torch.save(lm_package, lm_file)
-        (staging / 'export.json').write_text(json.dumps({
+        (staging / EXPORT_RECORD).write_text(json.dumps({
             'lm_checkpoint': str(checkpoint), 'lm_sig': package.get('xp.sig'), 'tokenizer': reference,
             'trained_segment_duration': trained_segment, 'max_duration': lm_cfg.dataset.segment_duration,
             'epochs_trained': len(package.get('history', [])), 'codebooks_pattern': cfg.codebooks_pattern.modeling,
@@ -192,10 +178,39 @@ def export(sig_or_path: str, out_dir: tp.Union[str, Path], max_duration: float =
     import torch
     checkpoint = resolve_checkpoint(sig_or_path)
     package = torch.load(checkpoint, map_location='cpu', weights_only=False)
-    if package['xp.cfg'].solver in LM_SOLVERS:
-        return export_musicgen(str(checkpoint), out_dir, max_duration=max_duration, package=package)
+    if is_lm(package['xp.cfg']):
+        return _export_musicgen(checkpoint, out_dir, max_duration=max_duration, package=package, name=sig_or_path)
     del package
-    return export_tokenizer(str(checkpoint), out_dir)
+    return _export_tokenizer(checkpoint, out_dir)
+
+
+def resolve_model(model: str) -> Path:
+    """The export folder of `model`: an export folder as given, or an LM XP exported into its folder first
+    (`xps.export_folder`: `<XP folder>/export`, again whenever the checkpoint is newer than its export).
+
+    Args:
+        model (str): export folder, LM XP signature, XP folder or checkpoint path.
+    Returns:
+        A folder holding `state_dict.bin` and `compression_state_dict.bin`.
+    """
+    path = Path(model)
+    if is_export(path):
+        if not (path / EXPORTED_TOKENIZER).exists():
+            raise FileNotFoundError(f"{path} holds an LM ({EXPORTED_LM}) but no {EXPORTED_TOKENIZER}: export "
+                                    "it with `python -m audiocraft_mmd.export LM_SIG OUT_DIR`, which writes both.")
+        return path
+    try:
+        checkpoint = resolve_checkpoint(model)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{model!r} is neither an export folder ({EXPORTED_LM} + {EXPORTED_TOKENIZER}) nor an LM XP with "
+            f"a checkpoint (looked in {xps_dir()}): train one with `dora run "
+            "solver=musicgen/musicgen_mmd_small`, or export one with `python -m audiocraft_mmd.export`.") from None
+    folder = export_folder(checkpoint)
+    exported = folder / EXPORTED_LM
+    if not exported.exists() or exported.stat().st_mtime < checkpoint.stat().st_mtime:
+        _export_musicgen(checkpoint, folder, name=model)
+    return folder
 
 
 def main(argv: tp.Optional[tp.List[str]] = None) -> int:

@@ -436,10 +436,11 @@ def measure(model: str, clips: int = 256, valid_clips: tp.Optional[int] = None, 
     if fit not in FIT_MODES:
         raise ValueError(f"fit={fit!r} is unknown: use one of {FIT_MODES}")
     from audiocraft.models import MusicGen
-    from .env import REPO_ROOT
-    from .generate import resolve_model
+    from .export import resolve_model
+    from .paths import REPO_ROOT
+    from .xps import read_export_record
     folder = resolve_model(model)
-    provenance = json.loads((folder / 'export.json').read_text()) if (folder / 'export.json').exists() else {}
+    provenance = read_export_record(folder)
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     musicgen = MusicGen.get_pretrained(str(folder), device=device)
     lm = musicgen.lm
@@ -482,37 +483,29 @@ def _row(result: tp.Dict[str, tp.Any]) -> str:
             f"{result.get('train_tuples', '-')}/{result['valid_tuples']} |")
 
 
-def result_name(epoch: tp.Optional[int] = None, rank: tp.Optional[int] = None, fit: str = 'crossfit') -> str:
-    """File name, in an LM's XP folder, of the diagnostic on its checkpoint of `epoch` (None: its last) with
-    pairwise tables of rank `rank` (None: full), fitted by `fit` ('crossfit': no suffix); `audiocraft_mmd.report`
-    reads the same name."""
-    return ('factorization' + (f'_epoch{epoch}' if epoch else '') + (f'_rank{rank}' if rank else '') +
-            ('' if fit == 'crossfit' else f'_fit{fit}') + '.json')
-
-
 def measure_xps(targets: tp.Sequence[str], small: bool = False, force: bool = False, epoch: tp.Optional[int] = None,
                 **kwargs: tp.Any) -> tp.List[tp.Dict[str, tp.Any]]:
     """Run the diagnostic on the trained delay/parallel LMs of a grid or of XP signatures, writing each result to
-    `<XP folder>/factorization*.json` (`result_name`: what `audiocraft_mmd.report` shows); XPs measured before are
-    read back unless `force`. Other XPs (tokenizers, unroll LMs, LMs without that checkpoint yet) are skipped.
+    `<XP folder>/factorization*.json` (`xps.factorization_path`: what `audiocraft_mmd.report` shows); XPs measured
+    before are read back unless `force`. Other XPs (tokenizers, unroll LMs, LMs without that checkpoint yet) are skipped.
 
     Args:
         epoch (int, optional): measure each LM's `checkpoint_{epoch}.th` (AudioCraft keeps one every
             `checkpoint.keep_every_states` epochs) rather than its last: LMs compared at equal updates.
     """
-    from .report import LM_SOLVERS, resolve_targets
     from .solvers.musicgen_mmd import pattern_step_delays
+    from .xps import factorization_path, is_lm, resolve_targets
     from audiocraft.models.builders import get_codebooks_pattern_provider
     results = []
     for xp in resolve_targets(targets, small=small):
         cfg = xp.cfg
         checkpoint = xp.folder / ('checkpoint.th' if epoch is None else f'checkpoint_{epoch}.th')
-        if cfg.solver not in LM_SOLVERS or not checkpoint.exists():
+        if not is_lm(cfg) or not checkpoint.exists():
             continue
         if not pattern_step_delays(get_codebooks_pattern_provider(cfg.transformer_lm.n_q, cfg.codebooks_pattern),
                                    cfg.transformer_lm.n_q):
             continue
-        out = xp.folder / result_name(epoch, kwargs.get('rank'), kwargs.get('fit', 'crossfit'))
+        out = factorization_path(xp.folder, epoch, kwargs.get('rank'), kwargs.get('fit', 'crossfit'))
         if out.exists() and not force:
             results.append(json.loads(out.read_text()))
             continue

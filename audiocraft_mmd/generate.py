@@ -25,36 +25,8 @@ import time
 import typing as tp
 
 from . import env
-
-
-def resolve_model(model: str) -> Path:
-    """The export folder of `model`: an export folder as given, or an LM XP exported into `<XP folder>/export`.
-
-    Args:
-        model (str): export folder, LM XP signature, XP folder or checkpoint path.
-    Returns:
-        A folder holding `state_dict.bin` and `compression_state_dict.bin`.
-    """
-    path = Path(model)
-    if path.is_dir() and (path / 'state_dict.bin').exists():
-        if not (path / 'compression_state_dict.bin').exists():
-            raise FileNotFoundError(f"{path} holds an LM (state_dict.bin) but no compression_state_dict.bin: export "
-                                    "it with `python -m audiocraft_mmd.export LM_SIG OUT_DIR`, which writes both.")
-        return path
-    from .export import export_musicgen, resolve_checkpoint
-    try:
-        checkpoint = resolve_checkpoint(model)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{model!r} is neither an export folder (state_dict.bin + compression_state_dict.bin) nor an LM XP with "
-            f"a checkpoint (looked in {env.dora_dir() / 'xps'}): train one with `dora run "
-            "solver=musicgen/musicgen_mmd_small`, or export one with `python -m audiocraft_mmd.export`.") from None
-    # one export per checkpoint file: `checkpoint_25.th` must not be read from checkpoint.th's export
-    folder = checkpoint.parent / ('export' if checkpoint.name == 'checkpoint.th' else f'export_{checkpoint.stem}')
-    exported = folder / 'state_dict.bin'
-    if not exported.exists() or exported.stat().st_mtime < checkpoint.stat().st_mtime:
-        export_musicgen(str(checkpoint), folder)
-    return folder
+from .export import resolve_model
+from .xps import read_export_record
 
 
 def _slug(text: str, length: int = 40) -> str:
@@ -102,7 +74,7 @@ def generate(model: str, descriptions: tp.Sequence[str], duration: float, out_di
     """Generate one clip per description with `MusicGen.get_pretrained` and write them to `out_dir`.
 
     Args:
-        model (str): export folder or LM XP (see `resolve_model`).
+        model (str): export folder or LM XP (see `export.resolve_model`).
         descriptions (list of str): one clip per description (non-empty).
         duration (float): seconds per clip; above the model's `max_duration` only with `extend`.
         out_dir (str or Path): folder for the clips and their `.json` settings.
@@ -124,7 +96,7 @@ def generate(model: str, descriptions: tp.Sequence[str], duration: float, out_di
         raise ValueError(f"--duration {duration:g}: give a positive number of seconds.")
     env.ensure_ffmpeg()  # audio_write pipes every file through it
     folder = resolve_model(model)
-    provenance = json.loads((folder / 'export.json').read_text()) if (folder / 'export.json').exists() else {}
+    provenance = read_export_record(folder)
     from audiocraft.data.audio import audio_write
     from audiocraft.models import MusicGen
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')

@@ -12,12 +12,15 @@ table's evaluate columns are the XPs' cross-domain evaluations on that preset (`
 import argparse
 from collections import OrderedDict
 import math
-import os
 from pathlib import Path
 import sys
 import typing as tp
 
-# (stage, key, column title, format). AudioCraft logs `sisnr` as the NEGATED SI-SNR: the report flips it back.
+from .xps import (check_dset, cross_domain_path, factorization_path, is_lm, resolve_targets, shown, tokenizer_ref,
+                  tokenizer_xp)
+
+# (stage, key, column title, format). AudioCraft logs `sisnr` as the NEGATED SI-SNR: the report flips it back
+# (`xps.shown`).
 COLUMNS: tp.List[tp.Tuple[str, str, str, str]] = [
     ('evaluate', 'codes_tc', 'TC (bits, delay-aligned)', '.3f'),
     ('evaluate', 'codes_tc_excess', 'TC - shuffled', '.3f'),
@@ -30,8 +33,6 @@ COLUMNS: tp.List[tp.Tuple[str, str, str, str]] = [
     ('valid', 'msspec', 'msspec', '.4f'),
     ('valid', 'mmd', 'term (valid)', '.3g'),
 ]
-NEGATED = {'sisnr'}
-LM_SOLVERS = ('musicgen', 'musicgen_mmd')
 
 
 def lm_columns(num_codebooks: int) -> tp.List[tp.Tuple[str, str, str, str]]:
@@ -54,7 +55,7 @@ def lm_columns(num_codebooks: int) -> tp.List[tp.Tuple[str, str, str, str]]:
 
 def columns_for(xps: tp.Sequence[tp.Any]) -> tp.List[tp.Tuple[str, str, str, str]]:
     """The LM columns when every XP is an LM, the tokenizer columns otherwise."""
-    if xps and all(xp.cfg.solver in LM_SOLVERS for xp in xps):
+    if xps and all(is_lm(xp.cfg) for xp in xps):
         return lm_columns(max(int(xp.cfg.transformer_lm.n_q) for xp in xps))
     return COLUMNS
 
@@ -96,7 +97,6 @@ def collect(xps: tp.Sequence[tp.Any], columns: tp.Optional[tp.List[tp.Tuple[str,
             (`evaluate --dset`), not from their history; an XP not evaluated there gets none.
     """
     columns = COLUMNS if columns is None else columns
-    from .factorization import result_name
     from .train import main
     groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]] = OrderedDict()
     for xp in xps:
@@ -108,24 +108,25 @@ def collect(xps: tp.Sequence[tp.Any], columns: tp.Optional[tp.List[tp.Tuple[str,
         history_trained = [epoch for epoch in history if 'train' in epoch]
         row: tp.Dict[str, tp.Any] = {'sig': xp.sig, 'argv': list(xp.argv), 'epochs': len(history_trained),
                                      'cfg': xp.cfg, 'history': history}
-        derived = _derived(xp, history, result_name(epoch, rank, fit)) if xp.cfg.solver in LM_SOLVERS else {}
-        if dset is not None and xp.cfg.solver not in LM_SOLVERS:
+        derived = _derived(xp, history, factorization_path(xp.folder, epoch, rank, fit)) if is_lm(xp.cfg) else {}
+        if dset is not None and not is_lm(xp.cfg):
             derived = {'evaluate': _cross_domain(xp, dset, len(history_trained))}
         for stage, key, _, _ in columns:
             value = derived.get(stage, {}).get(key) if stage in derived else _last_with(history, stage).get(key)
-            row[f'{stage}/{key}'] = -value if value is not None and key in NEGATED else value
+            row[f'{stage}/{key}'] = shown(key, value)
         # Pairwise MI, keys codes_mi_{i}{j} with 1-based codebooks i < j.
         evaluated = derived['evaluate'] if 'evaluate' in derived else _last_with(history, 'evaluate')
         row['mi'] = {(int(k[-2]), int(k[-1])): v for k, v in evaluated.items()
                      if k.startswith('codes_mi_') and k[len('codes_mi_'):].isdigit()}
-        groups.setdefault(_lm_setting(xp.argv) if xp.cfg.solver in LM_SOLVERS else _setting(xp.argv), []).append(row)
+        groups.setdefault(_lm_setting(xp.argv) if is_lm(xp.cfg) else _setting(xp.argv), []).append(row)
     return groups
 
 
-def _derived(xp: tp.Any, history: tp.List[dict], diagnostic_name: str = 'factorization.json'
+def _derived(xp: tp.Any, history: tp.List[dict], diagnostic: tp.Optional[Path] = None
              ) -> tp.Dict[str, tp.Dict[str, float]]:
     """What an LM's table needs beyond the last logged values: the best valid NLL and the updates it took (the
-    plateau, with early stopping), and the factorization diagnostic's result if it ran (`diagnostic_name`)."""
+    plateau, with early stopping), and the factorization diagnostic's result if it ran (`diagnostic`, default the
+    one of the last checkpoint, `xps.factorization_path`)."""
     import json
     valid = [(i, epoch['valid']['nll_bits_per_frame']) for i, epoch in enumerate(history, 1)
              if 'nll_bits_per_frame' in epoch.get('valid', {})]
@@ -133,7 +134,7 @@ def _derived(xp: tp.Any, history: tp.List[dict], diagnostic_name: str = 'factori
     if valid:
         epoch, best = min(valid, key=lambda item: item[1])
         derived['best'] = {'nll_bits_per_frame': best, 'updates': epoch * xp.cfg.optim.updates_per_epoch}
-    diagnostic = Path(xp.folder) / diagnostic_name
+    diagnostic = factorization_path(xp.folder) if diagnostic is None else diagnostic
     if diagnostic.exists():
         result = json.loads(diagnostic.read_text())
         if 'cost_bits_ci95' in result:  # the 95% interval over valid segments, as two columns
@@ -147,7 +148,6 @@ def _cross_domain(xp: tp.Any, dset: str, epochs: int) -> tp.Dict[str, float]:
     stderr, if it has not run; a note too if the XP's history has another number of epochs than the checkpoint
     evaluated then)."""
     import json
-    from .evaluate import cross_domain_path
     path = cross_domain_path(xp.folder, dset)
     if not path.exists():
         print(f"XP {xp.sig}: not evaluated on {dset}: python -m audiocraft_mmd.evaluate --dset {dset} {xp.sig}",
@@ -163,15 +163,13 @@ def _cross_domain(xp: tp.Any, dset: str, epochs: int) -> tp.Dict[str, float]:
 
 def _lm_setting(argv: tp.Sequence[str]) -> str:
     """An LM's setting, its tokenizer named by the tokenizer XP's own setting (seeds differ per tokenizer XP)."""
-    from .train import get_xp_from_sig
     parts = []
     for arg in argv:
-        if arg.startswith('compression_model_checkpoint='):
-            reference = arg.split('=', 1)[1].strip('"\'')
-            try:
-                arg = f'tokenizer[{_setting(get_xp_from_sig(reference).argv)}]'
-            except Exception:  # an export folder, a path, or an XP not in this Dora folder: named as given
-                arg = f'tokenizer[{reference}]'
+        reference = tokenizer_ref(arg)
+        if reference is not None:
+            tokenizer = tokenizer_xp(reference)
+            # an export folder, a path, or an XP not in this Dora folder: named as given
+            arg = f'tokenizer[{reference if tokenizer is None else _setting(tokenizer.argv)}]'
         parts.append(arg)
     return _setting(parts)
 
@@ -204,7 +202,7 @@ def epoch_table(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], metric: str
     for setting, rows in groups.items():
         for r in rows:
             values = [epoch.get(stage, {}).get(key) for epoch in r['history'] if 'train' in epoch]
-            cells = ['' if v is None else f'{-v if key in NEGATED else v:{fmt}}' for v in values]
+            cells = ['' if v is None else f'{shown(key, v):{fmt}}' for v in values]
             cells += [''] * (epochs - len(cells))
             lines.append('| ' + ' | '.join([f'`{setting}`', f"{r['sig']}, {r['cfg'].seed}"] + cells) + ' |')
     return '\n'.join(lines)
@@ -285,7 +283,7 @@ def _plot_cost_against_dependence(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.A
                                   plt: tp.Any) -> tp.Optional[Path]:
     """Scatter of each delay LM's factorization cost against its tokenizer XP's delay-aligned TC - shuffled
     (evaluate), one colour per setting; None when no LM has both."""
-    from .train import get_xp_from_sig, main
+    from .train import main
     points: tp.Dict[str, tp.List[tp.Tuple[float, float, float, float]]] = OrderedDict()
     for setting, rows in groups.items():
         for r in rows:
@@ -293,9 +291,8 @@ def _plot_cost_against_dependence(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.A
             low, high = r.get('factorization/cost_ci_low'), r.get('factorization/cost_ci_high')
             if cost is None or 'compression_model_checkpoint' not in r['cfg']:
                 continue
-            try:
-                tokenizer = get_xp_from_sig(str(r['cfg'].compression_model_checkpoint))
-            except Exception:  # a tokenizer given as a folder or trained elsewhere: no history here
+            tokenizer = tokenizer_xp(r['cfg'].compression_model_checkpoint)
+            if tokenizer is None:  # a tokenizer given as a folder or trained elsewhere: no history here
                 continue
             tc = _last_with(main.get_xp_history(tokenizer), 'evaluate').get('codes_tc_excess')
             if tc is not None:
@@ -348,18 +345,6 @@ def _plot_term_against_dependence(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.A
     return _save_figure(fig, out / 'term_vs_tc.png', plt)
 
 
-def resolve_targets(targets: tp.Sequence[str], small: bool = False) -> tp.List[tp.Any]:
-    """The XPs of a grid name (module under grids/, at small scale with `small`) or of XP signatures."""
-    if small:
-        os.environ['AUDIOCRAFT_MMD_GRID_SCALE'] = 'small'
-    from .train import get_xp_from_sig
-    if len(targets) == 1 and not all(c in '0123456789abcdef' for c in targets[0]):
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-        from grids.local import grid_xps
-        return grid_xps(targets[0])
-    return [get_xp_from_sig(sig) for sig in targets]
-
-
 def main(argv: tp.Optional[tp.List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m audiocraft_mmd.report', description=__doc__.split('\n')[0])
     parser.add_argument('targets', nargs='+', help="a grid name (module under grids/) or XP signatures")
@@ -380,14 +365,13 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
     if opts.epoch is not None and opts.epoch < 1:
         parser.error(f"--epoch must be at least 1, got {opts.epoch}")
     if opts.dset is not None:
-        from .evaluate import check_dset
         try:
             check_dset(opts.dset)
         except ValueError as exc:
             parser.error(str(exc))
     xps = resolve_targets(opts.targets, small=opts.small)
-    lms = [xp for xp in xps if xp.cfg.solver in LM_SOLVERS]
-    tokenizers = [xp for xp in xps if xp.cfg.solver not in LM_SOLVERS]
+    lms = [xp for xp in xps if is_lm(xp.cfg)]
+    tokenizers = [xp for xp in xps if not is_lm(xp.cfg)]
     groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]] = OrderedDict()
     for kind in (tokenizers, lms):
         if not kind:

@@ -141,8 +141,9 @@ def compare(opts) -> None:
     import soundfile as sf
     old_root, new_root = Path(opts.old), Path(opts.new)
     a, b = _sidecars(old_root, opts.name), _sidecars(new_root, opts.name)
-    info_a = json.loads((old_root / 'egs' / opts.name / 'build_info.json').read_text())['summary']
-    info_b = json.loads((new_root / 'egs' / opts.name / 'build_info.json').read_text())['summary']
+    from audiocraft_mmd.data import common
+    info_a = common.read_record(opts.name, old_root)['summary']  # either record name: the old build may predate it
+    info_b = common.read_record(opts.name, new_root)['summary']
     print(f"pieces old {len(a)}, new {len(b)}; only old: {sorted(set(a) - set(b))}, "
           f"only new: {sorted(set(b) - set(a))}")
     print(f"failed old {[f['piece'] for f in info_a['failed']]}, new {[f['piece'] for f in info_b['failed']]}")

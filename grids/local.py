@@ -18,7 +18,6 @@ grid they train on.
 """
 import argparse
 from concurrent.futures import ThreadPoolExecutor
-import importlib
 import json
 import os
 from pathlib import Path
@@ -29,27 +28,13 @@ import time
 import traceback
 import typing as tp
 
-from dora.explore import Herd, Launcher
-from dora.shep import Shepherd
-
-
-def grid_xps(name: str) -> tp.List[tp.Any]:
-    """XPs of grid `name` (module `grids.<name>`), as `dora grid` would schedule them."""
-    from audiocraft_mmd.train import main
-    explorer = importlib.import_module(f'grids.{name}').explorer
-    herd = Herd()
-    shepherd = Shepherd(main)
-    launcher = Launcher(shepherd, main.get_slurm_config(), herd)
-    explorer(launcher)
-    herd.complete()
-    return [sheep.xp for sheep in herd.sheeps.values()]
+from audiocraft_mmd.xps import grid_xps, tokenizer_ref
 
 
 STOPPED = -1000  # return code of an XP stopped at the deadline
 NOT_RUN = -1001  # return code of an XP not started before the deadline
 DEPENDENCY_FAILED = -1002  # return code of an XP whose tokenizer XP (same grid) did not finish
 CRASHED = -1003  # return code of an XP that this runner failed to start (its traceback is printed)
-TOKENIZER_KEY = 'compression_model_checkpoint='
 
 
 def run_with_dependencies(xps: tp.Sequence[tp.Any], run_one: tp.Callable[[tp.Any], int], jobs: int) -> tp.List[int]:
@@ -98,11 +83,6 @@ def select(xps: tp.Sequence[tp.Any], only: tp.Sequence[str]) -> tp.List[tp.Any]:
     for sig in only:
         wanted.update(ref for ref in map(tokenizer_ref, by_sig[sig].argv) if ref in by_sig)
     return [xp for xp in xps if xp.sig in wanted]
-
-
-def tokenizer_ref(arg: str) -> tp.Optional[str]:
-    """The tokenizer reference of a `compression_model_checkpoint=...` override, None for any other override."""
-    return arg[len(TOKENIZER_KEY):].strip('"\'') if arg.startswith(TOKENIZER_KEY) else None
 
 
 def committed_epochs(folder: Path) -> int:

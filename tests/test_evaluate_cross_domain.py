@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from audiocraft_mmd import evaluate
+from audiocraft_mmd import evaluate, xps
 
 
 def test_dsets_are_the_config_files_of_both_trees():
-    available = evaluate.available_dsets()
+    available = xps.available_dsets()
     assert {'audio/real_music', 'audio/embedded_music', 'audio/embedded_music_large'} <= set(available)  # ours
     assert {'audio/example', 'audio/musiccaps_32khz'} <= set(available)  # AudioCraft's
     assert 'default' not in available and 'audio/default' not in available  # abstract: `???` splits
@@ -20,9 +20,13 @@ def test_commit_with_dset_is_refused_before_any_xp_is_loaded(capsys):
         evaluate.main(['--commit', '--dset', 'audio/real_music', '0123abcd'])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert '--commit' in err and 'evaluate_<NAME>.json' in err and 'Drop one of the two' in err
+    # the command line and the Python API say the same thing (one check)
+    assert '--commit' in err and 'evaluate_audio_real_music.json' in err and 'Drop --commit' in err
     with pytest.raises(ValueError, match=r"evaluate_audio_real_music\.json .*Drop --commit"):
         evaluate.evaluate_xp('0123abcd', commit=True, dset='audio/real_music')
+    with pytest.raises(SystemExit):
+        evaluate.main(['--commit', '--tokenizer', 'exported.bin', '0123abcd'])
+    assert 'not with --tokenizer' in capsys.readouterr().err
 
 
 def test_unknown_dset_names_the_available_ones(capsys):
@@ -37,7 +41,7 @@ def test_unknown_dset_names_the_available_ones(capsys):
 
 
 def test_cross_domain_file_name(tmp_path):
-    assert evaluate.cross_domain_path(tmp_path, 'audio/real_music') == tmp_path / 'evaluate_audio_real_music.json'
+    assert xps.cross_domain_path(tmp_path, 'audio/real_music') == tmp_path / 'evaluate_audio_real_music.json'
 
 
 def test_report_reads_the_cross_domain_file_instead_of_the_history(tmp_path, monkeypatch, capsys):
@@ -50,7 +54,7 @@ def test_report_reads_the_cross_domain_file_instead_of_the_history(tmp_path, mon
     (xp.folder / 'history.json').write_text(json.dumps([{'train': {'l1': 1.}, 'valid': {'msspec': 2.},
                                                          'evaluate': own}]))
     real = {'sisnr': 20., 'codes_tc_excess': 0.8, 'codes_mi_12': 0.3}
-    evaluate.cross_domain_path(xp.folder, 'audio/real_music').write_text(json.dumps(
+    xps.cross_domain_path(xp.folder, 'audio/real_music').write_text(json.dumps(
         {'sig': xp.sig, 'dset': 'audio/real_music', 'epochs': 1, 'evaluate': real}))
 
     [row], = report.collect([xp]).values()

@@ -233,7 +233,7 @@ def real_music_preset(tmp_path, monkeypatch):
     the embedded preset is linked there)."""
     import importlib.util
     from audiocraft_mmd.data import real_music
-    if real_music.is_built(REPO_ROOT):
+    if real_music.is_built(root=REPO_ROOT):
         return REPO_ROOT
     # Test modules cannot import each other under importlib mode: load its helpers from the file.
     spec = importlib.util.spec_from_file_location('_real_music_test_helpers',

@@ -273,8 +273,8 @@ def test_factorization_diagnostic_on_a_trained_lm(lm_folder, tmp_path, in_dora_d
 
 
 def test_report_reads_each_lm_as_it_was_at_an_epoch(lm_folder, in_dora_dir):
-    from audiocraft_mmd import report
-    xp = report.resolve_targets([lm_folder.name])[0]
+    from audiocraft_mmd import report, xps
+    xp = xps.resolve_targets([lm_folder.name])[0]
     logged = history(lm_folder)
     for epoch in (1, 2):
         row = next(iter(report.collect([xp], report.lm_columns(4), epoch=epoch).values()))[0]
@@ -283,9 +283,9 @@ def test_report_reads_each_lm_as_it_was_at_an_epoch(lm_folder, in_dora_dir):
 
 
 def test_report_plots_the_cost_against_the_tokenizers_dependence(lm_folder, tmp_path, in_dora_dir):
-    from audiocraft_mmd import report
+    from audiocraft_mmd import report, xps
     (lm_folder / 'factorization.json').write_text(json.dumps({'cost_bits': 0.25}))  # as the diagnostic writes it
-    groups = report.collect([report.resolve_targets([lm_folder.name])[0]],
+    groups = report.collect([xps.resolve_targets([lm_folder.name])[0]],
                             report.lm_columns(4))
     assert next(iter(groups)).startswith('tokenizer[')  # named by the tokenizer XP's setting, not its signature
     paths = report.plot(groups, tmp_path)
@@ -300,7 +300,7 @@ def test_an_lm_xp_given_as_tokenizer_is_named(dora_dir, lm_folder):
 
 
 def test_each_checkpoint_file_gets_its_own_export(lm_folder, in_dora_dir):
-    from audiocraft_mmd.generate import resolve_model
+    from audiocraft_mmd.export import resolve_model
     latest = resolve_model(lm_folder.name)
     earlier = resolve_model(str(lm_folder / 'checkpoint_1.th'))
     assert latest == lm_folder / 'export' and earlier == lm_folder / 'export_checkpoint_1'

@@ -16,7 +16,8 @@ PCM_16 audio (so about 2.5 s for the large set's 12.7 h), while other jobs used 
 
 Used by `python -m audiocraft_mmd.data.embedded_music --check [MANIFEST...]`, `python -m audiocraft_mmd.data.real_music
 --check`, `python -m audiocraft_mmd.doctor` and `python -m audiocraft_mmd.evaluate` (before it starts). A bad file's fix
-names the command that rebuilds its preset where one of these builders wrote it.
+names the command that rebuilds its preset where one of these builders wrote it: each builder writes that command
+into its build record (`common.RECORD`), so the checker imports no builder.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ import gzip
 import json
 from pathlib import Path
 import typing as tp
+
+from .common import load_record
 
 # The file's duration may differ from the manifest's by this much (readers round differently: PyAV reports
 # durations in its stream time base).
@@ -71,72 +74,17 @@ def _open_text(path: Path) -> tp.IO[str]:
     return gzip.open(path, 'rt', encoding='utf-8') if path.suffix == '.gz' else open(path, encoding='utf-8')
 
 
-def _real_music_hint(egs: Path) -> tp.Optional[str]:
-    """The `real_music` command that rebuilds the preset whose manifests and build record are in `egs`
-    (`<root>/egs/<name>`); None if it holds packages this code does not pin (tests' synthetic packages)."""
-    from . import real_music
-    try:
-        record = json.loads((egs / real_music.RECORD).read_text())
-        cfg = record['config']
-        pins = [(p['name'], p['version']) for p in cfg['packages']]
-        debs = {str(Path(p['deb_used']).parent) for p in record.get('packages', []) if p.get('deb_used')}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if any(name not in real_music.PACKAGES or real_music.PACKAGES[name].version != version for name, version in pins):
-        return None
-    args = ['python -m audiocraft_mmd.data.real_music']
-    names = [name for name, _ in pins]
-    if names != list(real_music.DEFAULT_PACKAGES):
-        args.append('--packages ' + ' '.join(names))
-    root = egs.parent.parent
-    if root.resolve() != real_music.REPO_ROOT.resolve():
-        args.append(f'--out {root}')
-    if egs.name != real_music.NAME:
-        args.append(f'--name {egs.name}')
-    if cfg.get('min_seconds', real_music.MIN_SECONDS) != real_music.MIN_SECONDS:
-        args.append(f"--min-seconds {cfg['min_seconds']:g}")
-    if cfg.get('allow_empty_splits'):
-        args.append('--allow-empty-splits')
-    if len(debs) == 1 and Path(next(iter(debs))).resolve() != real_music.default_cache(root).resolve():
-        args.append(f'--debs {next(iter(debs))}')   # built from pre-downloaded files: the same folder again
-    return ' '.join(args)   # a rerun verifies every checksum and rebuilds what does not match
-
-
-def _rebuild_hint(manifest: Path) -> tp.Optional[str]:
-    """The builder command that rewrites this manifest, if `embedded_music` (build_info.json) or `real_music`
-    (build_record.json) wrote it."""
-    from .real_music import RECORD
-    if (manifest.parent.parent / RECORD).is_file():
-        return _real_music_hint(manifest.parent.parent)
-    info_path = manifest.parent.parent / 'build_info.json'
-    try:
-        info = json.loads(info_path.read_text())
-        cfg = info['config']
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    args = ['python -m audiocraft_mmd.data.embedded_music']
-    if cfg.get('preset', 'small') != 'small':
-        args.append(f"--preset {cfg['preset']}")
-    if cfg.get('seed') is not None and cfg.get('seed') != 1234:
-        args.append(f"--seed {cfg['seed']}")
-    if cfg.get('max_pieces') is not None:
-        args.append(f"--max-pieces {cfg['max_pieces']}")
-    root = manifest.parent.parent.parent.parent   # <root>/egs/<name>/<split>/data.jsonl
-    from .embedded_music import REPO_ROOT
-    if root.resolve() != REPO_ROOT.resolve():
-        args.append(f'--out {root}')
-    if cfg.get('pieces') is not None:
-        return None  # an explicit piece list (tests): only the Python API rebuilds it
-    args.append('--force')
-    return ' '.join(args)
-
-
 def _fix(manifest: Path, line: int, what: str) -> str:
-    hint = _rebuild_hint(manifest)
-    if hint is not None:
-        return f"rebuild the dataset: `{hint}`"
-    return (f"{what}, or remove line {line} of {manifest}, or rewrite the manifest from the audio folder with "
-            "`python -m audiocraft.data.audio_dataset AUDIO_DIR " + str(manifest) + "`")
+    """How to fix a bad line: the command that rebuilds the dataset, as its builder wrote it into the build record
+    next to the manifests (`<root>/egs/<name>/<split>/data.jsonl`), else by hand."""
+    record = load_record(manifest.parent.parent)
+    if record is not None and record.get('rebuild'):
+        return f"rebuild the dataset: `{record['rebuild']}`"
+    fix = (f"{what}, or remove line {line} of {manifest}, or rewrite the manifest from the audio folder with "
+           "`python -m audiocraft.data.audio_dataset AUDIO_DIR " + str(manifest) + "`")
+    if record is not None and 'rebuild' not in record:  # built before the builders recorded their command
+        fix += ", or rebuild the dataset with the command that built it (with --force)"
+    return fix
 
 
 def _header(path: Path) -> tp.Tuple[int, float]:

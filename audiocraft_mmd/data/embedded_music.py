@@ -24,7 +24,6 @@ See ``docs/dataset.md`` for details.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import random
@@ -38,8 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-# Normalization, file writing and split names are shared with the real-music builder (one place for each).
-from .common import (PEAK_CEILING_DB, SAMPLE_RATE, SPLIT_FRACTIONS, SPLITS, TARGET_LUFS,  # noqa: F401
+# Paths, the build record, normalization, file writing and split names are shared with the real-music builder (one
+# place for each).
+from . import common
+from .common import (PEAK_CEILING_DB, REPO_ROOT, SAMPLE_RATE, SPLIT_FRACTIONS, SPLITS, TARGET_LUFS,  # noqa: F401
                      integrated_loudness, manifest_entry, write_manifest, write_sidecar, write_wav_pcm16)
 from .common import loudness_normalize as _loudness_normalize
 from .common import stable_hash as _stable_hash
@@ -51,11 +52,6 @@ TAIL_S = 1.5                 # silence / release after the last note-off
 # SPLIT_FRACTIONS: fraction of pieces (at least 1 each) held out per split; whole groups are assigned, see
 # _assign_splits.
 PRESET_NAMES = {'small': 'embedded_music', 'large': 'embedded_music_large'}
-# The repository root (audiocraft_mmd is used from a checkout / editable install); if the package was
-# installed elsewhere, fall back to the working directory.
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if not (REPO_ROOT / 'config' / 'dset').is_dir():
-    REPO_ROOT = Path.cwd()
 MISSING_MESSAGE = "dataset missing: run `python -m audiocraft_mmd.data.embedded_music{args}`"
 
 
@@ -143,52 +139,21 @@ def dataset_name(preset_or_name: str) -> str:
     return PRESET_NAMES.get(preset_or_name, preset_or_name)
 
 
-def _root(out: tp.Optional[tp.Union[str, Path]]) -> Path:
-    return Path(out).resolve() if out is not None else REPO_ROOT
-
-
 def manifest_dir(name: str = 'embedded_music', root: tp.Optional[tp.Union[str, Path]] = None) -> Path:
-    """Folder holding ``<split>/data.jsonl`` and ``build_info.json`` (``<root>/egs/<name>``)."""
-    return _root(root) / 'egs' / dataset_name(name)
+    """Folder holding ``<split>/data.jsonl`` and the build record (``<root>/egs/<name>``; a preset names its set)."""
+    return common.manifest_dir(dataset_name(name), root)
 
 
 def audio_dir(name: str = 'embedded_music', root: tp.Optional[tp.Union[str, Path]] = None) -> Path:
     """Folder holding ``<split>/<piece>.wav|.json`` (``<root>/dataset/<name>``)."""
-    return _root(root) / 'dataset' / dataset_name(name)
-
-
-def _read_build_info(name: str, root) -> tp.Optional[dict]:
-    p = manifest_dir(name, root) / 'build_info.json'
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
+    return common.audio_dir(dataset_name(name), root)
 
 
 def is_built(name: str = 'embedded_music', root: tp.Optional[tp.Union[str, Path]] = None,
              config: tp.Optional[dict] = None) -> bool:
-    """True if a complete build exists: build_info.json, the 4 manifests and every audio file they
+    """True if a complete build exists: its build record, the 4 manifests and every audio file they
     reference. If ``config`` is given, the recorded build config must also match it."""
-    info = _read_build_info(name, root)
-    if info is None or info.get('builder_version') != BUILDER_VERSION:
-        return False
-    if config is not None and info.get('config') != config:
-        return False
-    mdir = manifest_dir(name, root)
-    for split in SPLITS:
-        manifest = mdir / split / 'data.jsonl'
-        if not manifest.exists():
-            return False
-        try:
-            lines = [ln for ln in manifest.read_text().splitlines() if ln.strip()]
-            if not lines:
-                return False
-            for ln in lines:
-                if not Path(json.loads(ln)['path']).exists():
-                    return False
-        except (OSError, ValueError, KeyError):
-            return False
-    return True
+    return common.is_built(dataset_name(name), root, builder_version=BUILDER_VERSION, config=config)
 
 
 def missing_message(name: str = 'embedded_music') -> str:
@@ -723,11 +688,11 @@ def build(preset: str = 'small', seed: int = DEFAULT_SEED, out: tp.Optional[tp.U
     if preset not in PRESET_NAMES:
         raise ValueError(f"unknown preset {preset!r} (expected one of {sorted(PRESET_NAMES)})")
     name = name or PRESET_NAMES[preset]
-    root = _root(out)
+    root = common.dataset_root(out)
     cfg = _config(preset, seed, max_pieces, list(pieces) if pieces is not None else None)
     mdir, adir = manifest_dir(name, root), audio_dir(name, root)
     if not force and is_built(name, root, config=cfg):
-        summary = dict(_read_build_info(name, root)['summary'])
+        summary = dict(common.read_record(name, root)['summary'])
         summary.update(already_built=True, elapsed_s=time.time() - t0)
         if verbose:
             _print_summary(summary)
@@ -807,11 +772,32 @@ def build(preset: str = 'small', seed: int = DEFAULT_SEED, out: tp.Optional[tp.U
         num_failed=len(failed), failed=failed, elapsed_s=round(time.time() - t0, 1),
         workers=n_workers, already_built=False,
     )
-    build_info = dict(builder_version=BUILDER_VERSION, config=cfg, versions=_versions(), summary=summary)
-    (mdir / 'build_info.json').write_text(json.dumps(build_info, indent=1) + '\n')
+    common.write_record(mdir, dict(builder_version=BUILDER_VERSION, config=cfg, versions=_versions(), summary=summary,
+                                   rebuild=rebuild_command(preset, seed, max_pieces, root, pieces, name)))
     if verbose:
         _print_summary(summary)
     return summary
+
+
+def rebuild_command(preset: str, seed: int, max_pieces: tp.Optional[int], root: Path,
+                    pieces: tp.Optional[tp.Sequence[str]], name: str) -> tp.Optional[str]:
+    """The command line that builds this dataset again (`--force`: from scratch), for its build record.
+
+    Returns:
+        The command, or None for a build the command line cannot make (an explicit piece list, another name).
+    """
+    if pieces is not None or name != PRESET_NAMES[preset]:
+        return None
+    args = []
+    if preset != 'small':
+        args += ['--preset', preset]
+    if int(seed) != DEFAULT_SEED:
+        args += ['--seed', str(int(seed))]
+    if max_pieces is not None:
+        args += ['--max-pieces', str(max_pieces)]
+    if Path(root).resolve() != REPO_ROOT.resolve():
+        args += ['--out', str(root)]
+    return common.command('audiocraft_mmd.data.embedded_music', args + ['--force'])
 
 
 def _check(paths: tp.List[str], preset: str, out: tp.Optional[str], full: bool) -> int:

@@ -5,8 +5,8 @@ does not transfer to produced music (mixed instruments, drums, synths, reverb). 
 machine here reaches through `apt-get`, holds hours of DFSG-free game soundtracks in several styles. This builder:
 
 * fetches a PINNED list of those packages (name, exact version, sha256 as `apt-get download --print-uris` prints
-  them) with `apt-get download` (no root) into a cache, or takes them from a folder (`--debs DIR`), and checks each
-  sha256;
+  them: the catalogue, `real_music_catalogue`) with `apt-get download` (no root) into a cache, or takes them from a
+  folder (`--debs DIR`), and checks each sha256 (`debian`);
 * extracts them (`dpkg-deb -x`, or Python's ar/tar reader where dpkg-deb is absent), keeps the music files
   (sound effects, duplicates and clips under 10 s are skipped and counted), decodes each track whole (libsndfile,
   else PyAV/FFmpeg), downmixes to mono, resamples to 32 kHz and normalizes the loudness exactly as the embedded
@@ -14,7 +14,8 @@ machine here reaches through `apt-get`, holds hours of DFSG-free game soundtrack
 * splits by track, never within a track, deterministically (hash of package and theme group), keeping tracks that
   share material together and a `whole` soundtrack in one split, with every style in train;
 * writes 16-bit WAV files with MusicGen `.json` sidecars, AudioCraft manifests, an ATTRIBUTION file with the
-  package's copyright file next to the audio, and a build record with every checksum, written last.
+  package's copyright file next to the audio (track rights from its DEP-5 paragraphs, `debian.parse_copyright`),
+  and a build record (`common.RECORD`) with every checksum and the command that rebuilds it, written last.
 
 Usage::
 
@@ -38,228 +39,65 @@ import os
 from pathlib import Path
 import re
 import shutil
-import subprocess
 import sys
-import tarfile
 import time
 import typing as tp
 import zipfile
 
 import numpy as np
 
-from .common import (PEAK_CEILING_DB, SAMPLE_RATE, SPLIT_FRACTIONS, SPLITS, TARGET_LUFS, loudness_normalize,
-                     manifest_entry, sha256_file, stable_hash, write_manifest, write_sidecar, write_text_atomic,
-                     write_wav_pcm16)
-from .embedded_music import REPO_ROOT
+from . import common
+from .common import (PEAK_CEILING_DB, REPO_ROOT, SAMPLE_RATE, SPLIT_FRACTIONS, SPLITS, TARGET_LUFS,
+                     loudness_normalize, manifest_entry, sha256_file, stable_hash, write_manifest, write_sidecar,
+                     write_text_atomic, write_wav_pcm16)
+from .debian import DebianError, dep5_rights, extract_deb, fetch_debs, parse_copyright
+from .real_music_catalogue import DEFAULT_PACKAGES, PACKAGES, Package
 
 BUILDER_VERSION = 1
 NAME = 'real_music'
 MIN_SECONDS = 10.0             # shorter audio files are jingles / stingers / sound effects, not tracks
 AUDIO_EXTS = ('.ogg', '.oga', '.opus', '.mp3', '.flac', '.wav')
 ARCHIVE_EXTS = ('.pk3', '.zip')  # Quake-engine games ship their music in zip files
-RECORD = 'build_record.json'
 ATTRIBUTION = 'ATTRIBUTION'
-DEBIAN_MIRROR = 'http://deb.debian.org/debian'
 HELD_OUT = ('evaluate', 'valid', 'generate')   # the order in which held-out splits get their first group
 
 
-@dataclasses.dataclass(frozen=True)
-class Package:
-    """One pinned Debian package and what the builder says about its tracks.
-
-    The archive fields come from `apt-get download --print-uris NAME=VERSION` / `apt-cache show` (Debian 12);
-    holders and licenses from the package's `usr/share/doc/NAME/copyright`; hours and tracks were measured on the
-    built data. Style, moods and instrument describe the whole soundtrack (the game's genre and a measured
-    percussive share), not each track.
-    """
-    name: str
-    version: str
-    sha256: str
-    size: int
-    pool_path: str                      # the file's path in the archive ("Filename:" of apt-cache show)
-    game: str
-    short: str                          # prefix of the track ids (file names)
-    style: str                          # MusicInfo.genre
-    moods: tp.Tuple[str, ...]
-    instrument: str
-    keywords: tp.Tuple[str, ...]
-    music: tp.Tuple[str, ...]           # globs of the music files (paths in the package; zip members below it)
-    holders: str                        # package-level copyright holders, as the copyright file states them
-    licenses: tp.Tuple[str, ...]        # every license a track may carry (the first: the non-DEP-5 default)
-    hours: float                        # measured: music kept by the builder
-    tracks: int
-    whole: bool = False                 # tracks share themes: the whole soundtrack stays in one split (train)
-    same_theme: tp.Tuple[tp.Tuple[str, ...], ...] = ()   # lower-case stems sharing material: one split
-    theme_pattern: tp.Optional[str] = None   # regex on the lower-case stem; group(1) is the theme key
-    rights: tp.Tuple[tp.Tuple[str, str, str], ...] = ()  # (glob, holders, license): not in the copyright file
-    title_strip: tp.Optional[str] = None     # regex removed from the stem before it becomes the title
-    note: str = ''
-
-    @property
-    def deb_file(self) -> str:
-        """The file name `apt-get download` writes (an epoch's ':' is URL-escaped)."""
-        return f"{self.name}_{self.version.replace(':', '%3a')}_all.deb"
-
-    @property
-    def url(self) -> str:
-        return f'{DEBIAN_MIRROR}/{self.pool_path}'
-
-
-PACKAGES: tp.Dict[str, Package] = {p.name: p for p in [
-    Package(
-        name='wesnoth-1.16-music', version='1:1.16.9-1',
-        sha256='f9bc3cde92b4ab30db5d7b85f89b4bcc3d788dd92602956d0347250850bf59bb', size=153244368,
-        pool_path='pool/main/w/wesnoth-1.16/wesnoth-1.16-music_1.16.9-1_all.deb',
-        game='The Battle for Wesnoth', short='wesnoth', style='orchestral', moods=('epic', 'heroic', 'solemn'),
-        instrument='orchestra', keywords=('fantasy', 'symphonic', 'game soundtrack'),
-        music=('usr/share/games/wesnoth/1.16/data/core/music/*',),
-        holders='2003-2009 David White and the Battle for Wesnoth contributors', licenses=('GPL-2+',),
-        hours=2.131, tracks=38,
-        # defeat2 (a 14 s stinger) plays a passage of traveling_minstrels (measured: shared audio); name variants.
-        same_theme=(('defeat', 'defeat2', 'traveling_minstrels'), ('victory', 'victory2'),
-                    ('frantic', 'frantic-old')),
-        note='silence.ogg (10 s of digital silence) is skipped as silent'),
-    Package(
-        name='nexuiz-music', version='2.5.2-12',
-        sha256='d1a7d6e2c0a5bbe6670dbf73354e38f742597310d425e373250fc71a636f8dda', size=84012080,
-        pool_path='pool/main/n/nexuiz-data/nexuiz-music_2.5.2-12_all.deb',
-        game='Nexuiz', short='nexuiz', style='electronic', moods=('energetic', 'dark', 'driving'),
-        instrument='synthesizers and drum machines', keywords=('techno', 'industrial', 'game soundtrack'),
-        music=('usr/share/games/nexuiz/data/music.pk3/sound/cdtracks/*',),
-        holders='2002-2009 Alientrap, Lee Vermeulen', licenses=('GPL-2+',), hours=1.401, tracks=18),
-    Package(
-        name='hyperrogue-music', version='12.0q-1',
-        sha256='61ab9f4c2169442d85f42c42d26e80c1a18b93c741f3d44f1b9d83015904e7f7', size=63836788,
-        pool_path='pool/main/h/hyperrogue/hyperrogue-music_12.0q-1_all.deb',
-        game='HyperRogue', short='hyperrogue', style='ambient', moods=('mysterious', 'calm'),
-        instrument='synthesizers', keywords=('atmospheric', 'game soundtrack'),
-        music=('usr/share/hyperrogue/music/*',),
-        holders='Shawn Parrotte; Lincoln Domina; Will Savino', licenses=('CC-BY-SA-3.0',), hours=0.389,
-        tracks=17, title_strip=r'^hr3?-(?:savino-|domina-)?',
-        note='usr/share/hyperrogue/sounds/ (84 sound effects) is not music'),
-    Package(
-        name='drascula-music', version='1.0+ds4-2',
-        sha256='340e0beb1bacf005cbabebc07ebdd88adf6aee363d437f8a7d73cb0c77a93e79', size=36429732,
-        pool_path='pool/main/d/drascula/drascula-music_1.0+ds4-2_all.deb',
-        game='Drascula: The Vampire Strikes Back', short='drascula', style='adventure game score',
-        moods=('spooky', 'comic'), instrument='synthesizers', keywords=('point and click', 'game soundtrack'),
-        music=('usr/share/scummvm/drascula/audio/*',),
-        holders='1996-2008 Alcachofa Soft S.L.', licenses=('Drascula-License',), hours=0.776, tracks=29,
-        # One game's score by one studio; track30 replays track1 (measured: shared audio).
-        whole=True,
-        note='the de/en/es/fr/it folders are links to the same 31 files; 2 tracks are under 10 s'),
-    Package(
-        name='asc-music', version='1.3-6',
-        sha256='369f2d396adb8db9003ef73b797d529e284a7764a5ff4b59a50a4c8b9294da5f', size=10317876,
-        pool_path='pool/main/a/asc-music/asc-music_1.3-6_all.deb',
-        game='Advanced Strategic Command', short='asc', style='electronic', moods=('driving', 'martial'),
-        instrument='synthesizers and drums', keywords=('strategy', 'game soundtrack'),
-        music=('usr/share/games/asc/music/*',),
-        holders='2002 Michael Kievernagel', licenses=('GPL-2+',), hours=0.293, tracks=3,
-        note='3 tracks (MP3, 22.05 kHz): alone it cannot fill 4 splits (--allow-empty-splits)'),
-    Package(
-        name='ufoai-music', version='2.5-2',
-        sha256='2465d55e9dce75a3a2a1ad1c8ca67da84e251c04e0965d63a8562b2d9f76f9e6', size=210239176,
-        pool_path='pool/main/u/ufoai-music/ufoai-music_2.5-2_all.deb',
-        game='UFO: Alien Invasion', short='ufoai', style='cinematic', moods=('tense', 'dark'),
-        instrument='orchestra and synthesizers', keywords=('science fiction', 'game soundtrack'),
-        music=('usr/share/games/ufoai/base/0music.pk3/music/*',),
-        holders='2002-2014 The UFO:AI Team and the composers the copyright file lists per file',
-        licenses=('GPL-2+', 'CC-BY-3.0', 'CC-BY-SA-3.0', 'GPL-2', 'public-domain'), hours=4.007, tracks=64,
-        # Each composer's numbered series (Battlescape01..06, PsymongN1..5, ...) is kept together.
-        theme_pattern=r'^(crystan|david|marine|psymong|van)[-_]?'),
-    Package(
-        name='warzone2100-music', version='4.3.3-3',
-        sha256='d3b2c9f90ea5438d45d4aff18339a03ec808e1affa9dac91f7dad61cb15ee64e', size=85730052,
-        pool_path='pool/main/w/warzone2100/warzone2100-music_4.3.3-3_all.deb',
-        game='Warzone 2100', short='warzone2100', style='electronic', moods=('tense', 'brooding'),
-        instrument='synthesizers', keywords=('ambient techno', 'game soundtrack'),
-        music=('usr/share/games/warzone2100/music/*',),
-        holders='1999-2004 Eidos Interactive, 2005-2013 Warzone 2100 Project; 2019-2022 LupusMechanicus',
-        licenses=('GPL-2+', 'CC-BY-SA-3.0+ or GPL-2+'), hours=4.053, tracks=30,
-        # The albums' own license.txt (not Debian's copyright file) names their composer and dual license.
-        rights=(
-            ('*/albums/original_soundtrack/*',
-             '1999-2004 Eidos Interactive, 2005-2013 Warzone 2100 Project (music: Martin Severn)', 'GPL-2+'),
-            ('*/albums/legacy_soundtrack/*', '2019-2022 LupusMechanicus', 'CC-BY-SA-3.0+ or GPL-2+'),
-            ('*/albums/aftermath_soundtrack/*', '2021-2022 LupusMechanicus', 'CC-BY-SA-3.0+ or GPL-2+'),
-            ('*/albums/aftermath_soundtrack/track3_enhanced.opus',
-             "LupusMechanicus, derived from Martin Severn's Track 3", 'GPL-2+'),
-        ),
-        note='tracks of 5-14 min'),
-    Package(
-        name='planetblupi-music-ogg', version='1.14.2-3',
-        sha256='7d89a6d00b43cdb601e35256ab1a62814d203b5922cfed6a0e73e98486e82fa6', size=60112692,
-        pool_path='pool/main/p/planetblupi/planetblupi-music-ogg_1.14.2-3_all.deb',
-        game='Planet Blupi', short='planetblupi', style='light instrumental', moods=('cheerful', 'playful'),
-        instrument='synthesizers', keywords=('family game', 'game soundtrack'),
-        music=('usr/share/planetblupi/music/*',),
-        holders='2017-2018 Mathieu Schroeter; 1997 Daniel Roux, EPSITEC SA & Denis Dumoulin',
-        licenses=('GPL-3+',), hours=2.715, tracks=10,
-        note='each file loops one piece for 10-29 min (music000: a 152 s loop played 11 times)'),
-]}
-DEFAULT_PACKAGES = ('wesnoth-1.16-music', 'nexuiz-music', 'hyperrogue-music', 'drascula-music', 'asc-music')
-
-
 class RealMusicError(RuntimeError):
-    """A build that cannot go on; the message says why and how to fix it."""
-
-
-class FetchError(RealMusicError):
-    """The .deb files could not be fetched or did not match their pinned sha256."""
+    """A build that cannot go on; the message says why and how to fix it. (A package that cannot be fetched or
+    extracted raises `debian.DebianError`: `FetchError` for the fetch.)"""
 
 
 # --------------------------------------------------------------------------------------------
-# Paths and status.
+# Paths and status (`common`'s, with this preset's default name).
 # --------------------------------------------------------------------------------------------
-def _root(out: tp.Optional[tp.Union[str, Path]]) -> Path:
-    return Path(out).resolve() if out is not None else REPO_ROOT
-
-
-def manifest_dir(root: tp.Optional[tp.Union[str, Path]] = None, name: str = NAME) -> Path:
+def manifest_dir(name: str = NAME, root: tp.Optional[tp.Union[str, Path]] = None) -> Path:
     """Folder holding `<split>/data.jsonl` and the build record (`<root>/egs/<name>`)."""
-    return _root(root) / 'egs' / name
+    return common.manifest_dir(name, root)
 
 
-def audio_dir(root: tp.Optional[tp.Union[str, Path]] = None, name: str = NAME) -> Path:
+def audio_dir(name: str = NAME, root: tp.Optional[tp.Union[str, Path]] = None) -> Path:
     """Folder holding `<split>/<track>.wav|.json`, ATTRIBUTION and licenses/ (`<root>/dataset/<name>`)."""
-    return _root(root) / 'dataset' / name
+    return common.audio_dir(name, root)
 
 
 def default_cache(root: tp.Optional[tp.Union[str, Path]] = None) -> Path:
-    return _root(root) / 'dataset' / '.cache' / 'debs'
+    """Where fetched .deb files are kept between builds: `<root>/dataset/.cache/debs`."""
+    return common.dataset_root(root) / 'dataset' / '.cache' / 'debs'
 
 
 def _partial_dir(root: Path, name: str) -> Path:
     return root / 'dataset' / f'.{name}.partial'
 
 
-def read_record(root: tp.Optional[tp.Union[str, Path]] = None, name: str = NAME) -> tp.Optional[dict]:
+def read_record(name: str = NAME, root: tp.Optional[tp.Union[str, Path]] = None) -> tp.Optional[dict]:
     """The build record, or None if there is no complete build."""
-    try:
-        return json.loads((manifest_dir(root, name) / RECORD).read_text())
-    except (OSError, ValueError):
-        return None
+    return common.read_record(name, root)
 
 
-def is_built(root: tp.Optional[tp.Union[str, Path]] = None, name: str = NAME) -> bool:
+def is_built(name: str = NAME, root: tp.Optional[tp.Union[str, Path]] = None) -> bool:
     """Cheap check (no checksums): a record of this builder version, the 4 manifests, every listed file present
     and no split empty unless the build allowed it. `verify` checks the checksums."""
-    record = read_record(root, name)
-    if record is None or record.get('builder_version') != BUILDER_VERSION:
-        return False
-    allowed_empty = set(record.get('empty_splits', []))
-    for split in SPLITS:
-        manifest = manifest_dir(root, name) / split / 'data.jsonl'
-        try:
-            lines = [ln for ln in manifest.read_text().splitlines() if ln.strip()]
-            if not lines and split not in allowed_empty:
-                return False
-            if not all(Path(json.loads(ln)['path']).exists() for ln in lines):
-                return False
-        except (OSError, ValueError, KeyError):
-            return False
-    return True
+    return common.is_built(name, root, builder_version=BUILDER_VERSION)
 
 
 def missing_message(name: str = NAME) -> str:
@@ -267,12 +105,12 @@ def missing_message(name: str = NAME) -> str:
             "(python -m audiocraft_mmd.data.real_music; fetches Debian packages with apt-get)")
 
 
-def verify(root: tp.Optional[tp.Union[str, Path]] = None, name: str = NAME) -> tp.List[str]:
+def verify(name: str = NAME, root: tp.Optional[tp.Union[str, Path]] = None) -> tp.List[str]:
     """Recompute the checksum of every file the build record lists. Returns the problems (empty: verified)."""
-    root = _root(root)
-    record = read_record(root, name)
+    root = common.dataset_root(root)
+    record = read_record(name, root)
     if record is None:
-        return [f'no build record at {manifest_dir(root, name) / RECORD}']
+        return [f'no build record at {manifest_dir(name, root) / common.RECORD}']
     if record.get('builder_version') != BUILDER_VERSION:
         return [f"built by builder version {record.get('builder_version')}, this is version {BUILDER_VERSION}"]
     problems = []
@@ -285,9 +123,6 @@ def verify(root: tp.Optional[tp.Union[str, Path]] = None, name: str = NAME) -> t
     return problems
 
 
-# --------------------------------------------------------------------------------------------
-# Fetching and extracting the .deb files.
-# --------------------------------------------------------------------------------------------
 def select_packages(names: tp.Optional[tp.Sequence[str]] = None) -> tp.List[Package]:
     """Pinned packages by name (None: the default set; 'all': every pinned package), in the given order."""
     if names is None:
@@ -301,219 +136,9 @@ def select_packages(names: tp.Optional[tp.Sequence[str]] = None) -> tp.List[Pack
     return [PACKAGES[n] for n in dict.fromkeys(names)]
 
 
-def _fix_text(packages: tp.Sequence[Package]) -> str:
-    listing = '\n'.join(f'    {p.name}={p.version}  {p.url}  sha256 {p.sha256}' for p in packages)
-    return (
-        'Fix, one of:\n'
-        '  - give apt-get the Debian archive: check the network and the apt sources (/etc/apt/sources.list or '
-        '/etc/apt/sources.list.d/: a `deb http://deb.debian.org/debian bookworm main` line; `apt-get update` as '
-        'root refreshes the package lists);\n'
-        '  - or fetch the .deb files on another machine (`apt-get download NAME=VERSION`, or the URLs below) and '
-        'pass their folder: `python -m audiocraft_mmd.data.real_music --debs DIR`;\n'
-        '  - or work offline with the embedded preset (rendered scores, no download): `make dataset` '
-        '(python -m audiocraft_mmd.data.embedded_music), dset=audio/embedded_music.\n'
-        f'Pinned packages:\n{listing}')
-
-
-def print_uris(packages: tp.Sequence[Package]) -> tp.Dict[str, tp.Tuple[str, str, int, str]]:
-    """What `apt-get download --print-uris NAME=VERSION` says: name -> (url, file name, size, sha256).
-    Reads the local package lists only (no download). Raises FetchError if apt-get cannot resolve them."""
-    apt = shutil.which('apt-get')
-    if apt is None:
-        raise FetchError('apt-get not found on PATH.\n' + _fix_text(packages))
-    proc = subprocess.run([apt, 'download', '--print-uris'] + [f'{p.name}={p.version}' for p in packages],
-                          capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        raise FetchError(f'apt-get download --print-uris failed: {_tail(proc.stderr)}\n' + _fix_text(packages))
-    out = {}
-    for line in proc.stdout.splitlines():
-        m = re.match(r"'([^']+)' (\S+) (\d+) SHA256:([0-9a-f]{64})", line.strip())
-        if m:
-            name = m.group(2).split('_', 1)[0]
-            out[name] = (m.group(1), m.group(2), int(m.group(3)), m.group(4))
-    return out
-
-
-def _tail(text: str, n: int = 6) -> str:
-    lines = [ln for ln in text.strip().splitlines() if ln.strip() and not ln.startswith('W: Download is performed')]
-    return ' | '.join(lines[-n:]) or '(no message)'
-
-
-def _check_sha(path: Path, pkg: Package) -> bool:
-    return path.is_file() and path.stat().st_size == pkg.size and sha256_file(path) == pkg.sha256
-
-
-def _find_in_dir(folder: Path, pkg: Package) -> tp.Optional[Path]:
-    """A pre-downloaded .deb of `pkg` in `folder`: by apt's or the pool's file name, else by sha256."""
-    names = [pkg.deb_file, Path(pkg.pool_path).name]
-    for n in names:
-        if (folder / n).is_file():
-            return folder / n
-    for cand in sorted(folder.glob(f'{pkg.name}_*.deb')):
-        if _check_sha(cand, pkg):
-            return cand
-    return None
-
-
-def fetch_debs(packages: tp.Sequence[Package], cache: tp.Union[str, Path],
-               debs: tp.Optional[tp.Union[str, Path]] = None, verbose: bool = True) -> tp.Dict[str, Path]:
-    """The verified .deb file of every package: from `debs` (a folder of pre-downloaded files) if given, else from
-    `cache`, where the missing ones are fetched with `apt-get download NAME=VERSION` (no root needed).
-
-    Returns:
-        package name -> path of its .deb, whose sha256 matches the pinned one.
-    Raises:
-        FetchError: apt-get missing or failing, a file missing from `debs`, or a checksum mismatch; the message
-            names the fixes (network / apt sources, `--debs DIR`, the offline embedded preset).
-    """
-    out: tp.Dict[str, Path] = {}
-    if debs is not None:
-        folder = Path(debs)
-        for pkg in packages:
-            path = _find_in_dir(folder, pkg)
-            if path is None:
-                raise FetchError(f'{pkg.deb_file} is not in --debs {folder}.\n' + _fix_text([pkg]))
-            if not _check_sha(path, pkg):
-                raise FetchError(f'{path}: size or sha256 differs from the pinned {pkg.name}={pkg.version} '
-                                 f'(sha256 {pkg.sha256}); the file is corrupt or another version.\n'
-                                 + _fix_text([pkg]))
-            out[pkg.name] = path
-        return out
-    cache = Path(cache)
-    need = []
-    for pkg in packages:
-        path = cache / pkg.deb_file
-        if _check_sha(path, pkg):
-            out[pkg.name] = path
-        else:
-            need.append(pkg)
-    if not need:
-        return out
-    apt = shutil.which('apt-get')
-    if apt is None:
-        raise FetchError('apt-get not found on PATH (the real-music preset fetches Debian packages with it).\n'
-                         + _fix_text(need))
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f'.download-{os.getpid()}'
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        if verbose:
-            mb = sum(p.size for p in need) / 1e6
-            print(f"[real_music] apt-get download {' '.join(p.name for p in need)} ({mb:.0f} MB) -> {cache}",
-                  flush=True)
-        try:
-            proc = subprocess.run([apt, 'download'] + [f'{p.name}={p.version}' for p in need], cwd=tmp,
-                                  capture_output=True, text=True, timeout=3600)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise FetchError(f'apt-get download failed: {exc}\n' + _fix_text(need)) from exc
-        if proc.returncode != 0:
-            raise FetchError(f'apt-get download failed (exit code {proc.returncode}): {_tail(proc.stderr)}\n'
-                             + _fix_text(need))
-        for pkg in need:
-            got = tmp / pkg.deb_file
-            if not got.is_file():
-                raise FetchError(f'apt-get download wrote no {pkg.deb_file}: {_tail(proc.stderr)}\n'
-                                 + _fix_text([pkg]))
-            if not _check_sha(got, pkg):
-                raise FetchError(f'{pkg.deb_file} from the archive has another sha256 than the pinned '
-                                 f'{pkg.sha256}: the archive changed, the pin is out of date.\n' + _fix_text([pkg]))
-            os.replace(got, cache / pkg.deb_file)   # only verified files enter the cache
-            out[pkg.name] = cache / pkg.deb_file
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def _extract_tar(tar: tarfile.TarFile, dest: Path) -> None:
-    """Extract regular files, folders and links that stay inside `dest` (tarfile's 'data' filter where this Python has
-    it: 3.10.12+, 3.11.4+; else the same check by hand)."""
-    try:
-        tar.extractall(dest, filter='data')
-        return
-    except TypeError:   # a Python without extraction filters
-        pass
-    root = dest.resolve()
-    for member in tar.getmembers():
-        target = (root / member.name).resolve()
-        link = (target.parent / member.linkname).resolve() if member.issym() else target
-        if not (member.isfile() or member.isdir() or member.issym()) or root not in (target, *target.parents) \
-                or root not in (link, *link.parents):
-            raise RealMusicError(f'refusing to extract {member.name!r}: not a file, folder or link inside the tree')
-    tar.extractall(dest)
-
-
-def _extract_deb_python(deb: Path, dest: Path) -> None:
-    """`dpkg-deb -x` without dpkg: a .deb is an ar archive whose `data.tar.*` member holds the files."""
-    with open(deb, 'rb') as fp:
-        if fp.read(8) != b'!<arch>\n':
-            raise RealMusicError(f'{deb}: not a Debian package (no ar header)')
-        while True:
-            header = fp.read(60)
-            if len(header) < 60:
-                break
-            member = header[:16].decode('ascii', 'replace').strip().rstrip('/')
-            size = int(header[48:58].decode('ascii').strip())
-            start = fp.tell()
-            if member.startswith('data.tar'):
-                if member.endswith('.zst'):
-                    raise RealMusicError(f'{deb}: {member} is zstd-compressed, which Python cannot read: '
-                                         'install dpkg (dpkg-deb)')
-                with tarfile.open(fileobj=io.BytesIO(fp.read(size)), mode='r:*') as tar:
-                    _extract_tar(tar, dest)
-                return
-            fp.seek(start + size + (size & 1))   # ar members are 2-byte aligned
-    raise RealMusicError(f'{deb}: no data.tar member')
-
-
-def extract_deb(deb: tp.Union[str, Path], dest: tp.Union[str, Path]) -> str:
-    """Extract a .deb's files into `dest`. Returns the tool used ('dpkg-deb' or 'python')."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    dpkg = shutil.which('dpkg-deb')
-    if dpkg is not None:
-        proc = subprocess.run([dpkg, '-x', str(deb), str(dest)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RealMusicError(f'dpkg-deb -x {deb} failed: {_tail(proc.stderr)}')
-        return 'dpkg-deb'
-    _extract_deb_python(Path(deb), dest)
-    return 'python'
-
-
 # --------------------------------------------------------------------------------------------
-# Copyright: machine-readable (DEP-5) copyright files give per-file holders and licenses.
+# Rights: the copyright file's (DEP-5) paragraphs, then the catalogue's overrides.
 # --------------------------------------------------------------------------------------------
-def parse_copyright(text: str) -> tp.Optional[tp.List[tp.Tuple[tp.List[str], tp.List[str], str]]]:
-    """The `Files` paragraphs of a machine-readable Debian copyright file, in order, as
-    (patterns, holders, license short name); None if the file is free-form (no `Format:` line)."""
-    if not text.lstrip().startswith('Format:'):
-        return None
-    stanzas = []
-    for para in re.split(r'\n[ \t]*\n', text):
-        fields: tp.Dict[str, str] = {}
-        key = None
-        for line in para.splitlines():
-            if line[:1] in (' ', '\t') and key is not None:
-                fields[key] += '\n' + line.strip()
-            elif ':' in line and not line.startswith('#'):
-                key, value = line.split(':', 1)
-                fields[key] = value.strip()
-        if 'Files' in fields and fields.get('License', '').strip():
-            holders = list(dict.fromkeys(ln.strip() for ln in fields.get('Copyright', '').splitlines()
-                                         if ln.strip()))
-            stanzas.append((fields['Files'].split(), holders, fields['License'].strip().splitlines()[0].strip()))
-    return stanzas
-
-
-def _dep5_match(pattern: str, path: str) -> bool:
-    """DEP-5 patterns are relative to the upstream source tree, not to the installed path: compare as many trailing
-    path components as the pattern has (at most two: 'base/music/x.ogg' matches '.../0music.pk3/music/x.ogg')."""
-    if pattern == '*':
-        return True
-    parts = pattern.split('/')[-2:]
-    return fnmatch.fnmatchcase('/'.join(path.split('/')[-len(parts):]), '/'.join(parts))
-
-
 def track_rights(pkg: Package, stanzas: tp.Optional[list], path: str) -> tp.Tuple[str, str]:
     """(copyright holders, license) of one track: the last matching copyright paragraph (DEP-5 rule), then the
     table's `rights` overrides; the package's holders and first license if the copyright file is free-form.
@@ -522,9 +147,9 @@ def track_rights(pkg: Package, stanzas: tp.Optional[list], path: str) -> tp.Tupl
         RealMusicError: the license found is not one the table states for the package.
     """
     holders, license_ = pkg.holders, pkg.licenses[0]
-    for patterns, stanza_holders, stanza_license in stanzas or []:
-        if any(_dep5_match(p, path) for p in patterns):
-            holders, license_ = '; '.join(stanza_holders) or pkg.holders, stanza_license
+    matched = dep5_rights(stanzas, path)
+    if matched is not None:
+        holders, license_ = '; '.join(matched[0]) or pkg.holders, matched[1]
     for glob, over_holders, over_license in pkg.rights:
         if fnmatch.fnmatchcase(path, glob):
             holders, license_ = over_holders, over_license
@@ -1007,7 +632,7 @@ def _stage(pkgs: tp.Sequence[Package], dec: _Decoded, assignment: tp.Dict[str, s
 def _swap_in(staged: tp.Sequence[tp.Tuple[Path, Path]], partial: Path, mdir: Path, record: dict) -> None:
     """Move the staged folders into place. The old record goes first (an interrupted swap never looks complete),
     the new record comes last; the partial folder (old build included) is removed at the end."""
-    (mdir / RECORD).unlink(missing_ok=True)
+    (mdir / common.RECORD).unlink(missing_ok=True)
     old = partial / 'old'
     old.mkdir(exist_ok=True)
     for staged_dir, final in staged:
@@ -1015,8 +640,33 @@ def _swap_in(staged: tp.Sequence[tp.Tuple[Path, Path]], partial: Path, mdir: Pat
         if final.exists():
             os.replace(final, old / f'{final.parent.name}_{final.name}')
         os.replace(staged_dir, final)
-    write_text_atomic(mdir / RECORD, json.dumps(record, indent=1) + '\n')
+    common.write_record(mdir, record)
     shutil.rmtree(partial, ignore_errors=True)
+
+
+def rebuild_command(pkgs: tp.Sequence[Package], root: Path, name: str, min_seconds: float, allow_empty: bool,
+                    cache: tp.Optional[tp.Union[str, Path]] = None,
+                    debs: tp.Optional[tp.Union[str, Path]] = None) -> str:
+    """The command line that builds this dataset again, for its build record: a rerun verifies every checksum and
+    rebuilds what does not match, from the same .deb files (a `--debs` folder, or a cache other than the default).
+    """
+    args = []
+    names = [p.name for p in pkgs]
+    if names != list(DEFAULT_PACKAGES):
+        args += ['--packages', *names]
+    if Path(root).resolve() != REPO_ROOT.resolve():
+        args += ['--out', str(root)]
+    if name != NAME:
+        args += ['--name', name]
+    if float(min_seconds) != MIN_SECONDS:
+        args += ['--min-seconds', f'{min_seconds:g}']
+    if allow_empty:
+        args.append('--allow-empty-splits')
+    if debs is not None:
+        args += ['--debs', str(Path(debs).resolve())]
+    elif cache is not None and Path(cache).resolve() != default_cache(root).resolve():
+        args += ['--cache', str(Path(cache).resolve())]
+    return common.command('audiocraft_mmd.data.real_music', args)
 
 
 def build(packages: tp.Optional[tp.Sequence[str]] = None, out: tp.Optional[tp.Union[str, Path]] = None,
@@ -1040,17 +690,18 @@ def build(packages: tp.Optional[tp.Sequence[str]] = None, out: tp.Optional[tp.Un
     Returns:
         The summary (also stored in the build record): splits, per-package tracks and hours, skipped counts.
     Raises:
-        FetchError: the packages could not be fetched (the message names the fixes).
+        debian.DebianError: the packages could not be fetched (`FetchError`) or extracted (the message names
+            the fixes).
         RealMusicError: another reason the build cannot complete (too few tracks for the splits, ...).
     """
     t0 = time.time()
     pkgs = select_packages(packages)
-    root = _root(out)
+    root = common.dataset_root(out)
     cfg = _config(pkgs, min_seconds, allow_empty_splits)
-    mdir, adir = manifest_dir(root, name), audio_dir(root, name)
-    record = read_record(root, name)
+    mdir, adir = manifest_dir(name, root), audio_dir(name, root)
+    record = read_record(name, root)
     if not force and record is not None and record.get('config') == cfg:
-        problems = verify(root, name)
+        problems = verify(name, root)
         if not problems:
             summary = dict(record['summary'], already_built=True, elapsed_s=round(time.time() - t0, 2))
             if verbose:
@@ -1068,7 +719,7 @@ def build(packages: tp.Optional[tp.Sequence[str]] = None, out: tp.Optional[tp.Un
     (partial / 'tracks').mkdir(parents=True, exist_ok=True)
     try:
         debs_found = fetch_debs(pkgs, cache if cache is not None else default_cache(root), debs, verbose)
-    except RealMusicError:
+    except DebianError:
         if not any((partial / 'tracks').iterdir()):
             shutil.rmtree(partial, ignore_errors=True)   # nothing decoded yet: leave no trace
         raise
@@ -1105,7 +756,8 @@ def build(packages: tp.Optional[tp.Sequence[str]] = None, out: tp.Optional[tp.Un
                        url=p.url, deb_used=str(debs_found[p.name].resolve()),
                        copyright_sha256=files[f'{licenses_dir}/{p.name}.copyright']) for p in pkgs],
         tools=_tool_versions(dec.extractor), empty_splits=[s for s in SPLITS if not entries[s]],
-        files=files, summary=summary)
+        files=files, summary=summary,
+        rebuild=rebuild_command(pkgs, root, name, min_seconds, allow_empty_splits, cache=cache, debs=debs))
     _swap_in([(s_audio, adir), (s_egs, mdir)], partial, mdir, record)
     if verbose:
         _print_summary(summary)
@@ -1128,20 +780,20 @@ def _list() -> None:
 
 def _check(out: tp.Optional[str], name: str, full: bool) -> int:
     from . import check
-    root = _root(out)
-    if read_record(root, name) is None:
+    root = common.dataset_root(out)
+    if read_record(name, root) is None:
         print(missing_message(name) + (f' --out {out}' if out is not None else ''))
         return 1
-    problems = verify(root, name)
+    problems = verify(name, root)
     if problems:
         print(f'{len(problems)} file(s) differ from the build record:\n  ' + '\n  '.join(problems[:50])
               + '\n  fix: rerun `python -m audiocraft_mmd.data.real_music` (it rebuilds what does not verify)')
         return 1
-    total, bad = check.check_manifests([manifest_dir(root, name)], full=full)
+    total, bad = check.check_manifests([manifest_dir(name, root)], full=full)
     if bad:
         print(check.report(bad))
         return 1
-    print(f"{manifest_dir(root, name)}: every file matches the build record's checksum; {total} audio files open "
+    print(f"{manifest_dir(name, root)}: every file matches the build record's checksum; {total} audio files open "
           f"at the sample rate and duration their manifests say ({'full decode' if full else 'headers checked'})")
     return 0
 
@@ -1182,7 +834,7 @@ def main(argv: tp.Optional[tp.Sequence[str]] = None) -> int:
         build(packages=args.packages, out=args.out, cache=args.cache, debs=args.debs, workers=args.workers,
               force=args.force, min_seconds=args.min_seconds, allow_empty_splits=args.allow_empty_splits,
               name=args.name)
-    except RealMusicError as exc:
+    except (RealMusicError, DebianError) as exc:
         print(f'[real_music] error: {exc}', file=sys.stderr)
         return 2
     return 0

@@ -3,7 +3,8 @@
 Everything is AudioCraft's `MusicGenSolver` (datasets with .json sidecars, conditioners, CFG dropout, EMA,
 DDP/FSDP, valid/evaluate/generate stages, checkpoints and resume). This solver adds:
 - tokenizer references AudioCraft does not resolve: an export folder (`python -m audiocraft_mmd.export`), a bare
-  XP signature of this package, or an XP folder, next to AudioCraft's `//sig/SIG`, `//pretrained/NAME` and paths;
+  XP signature of this package, or an XP folder, next to AudioCraft's `//sig/SIG`, `//pretrained/NAME` and paths
+  (resolved by `audiocraft_mmd.xps.resolve_tokenizer`);
 - checks at start, with messages naming both sides: tokenizer vs LM (sample rate, channels, cardinality, codebook
   count, the codebook pattern), evaluators and conditioners whose weights are missing offline, and a resumed
   checkpoint trained on another tokenizer (frame rate, weights);
@@ -13,10 +14,8 @@ DDP/FSDP, valid/evaluate/generate stages, checkpoints and resume). This solver a
   its pattern samples in one step (the tuple whose factorization the LM's speed rests on).
 The training step does no extra work beyond one scalar product (the dependence is counted on valid/evaluate only).
 """
-import hashlib
 import math
 from pathlib import Path
-import re
 import typing as tp
 
 import omegaconf
@@ -26,54 +25,9 @@ from audiocraft.models import builders as model_builders
 from audiocraft.solvers.compression import CompressionSolver
 from audiocraft.solvers.musicgen import MusicGenSolver
 
+from ..xps import resolve_tokenizer, state_hash
 from .compression_mmd import PATTERN_DELAYS
 from .dependence import DependenceStages
-
-SIG_PATTERN = re.compile(r'^[0-9a-f]{8}$')
-EXPORTED_TOKENIZER = 'compression_state_dict.bin'
-
-
-def resolve_tokenizer(reference: str) -> str:
-    """Turn a tokenizer reference into one AudioCraft's `CompressionSolver.model_from_checkpoint` loads.
-
-    Args:
-        reference (str): one of
-            - an export folder holding `compression_state_dict.bin`, or that file itself;
-            - an XP signature of this package (`3f2a9c1b` or `//sig/3f2a9c1b`), an XP folder, or a `checkpoint.th`;
-            - `//pretrained/NAME` (AudioCraft's: a Hugging Face name needs its weights in the local cache).
-    Returns:
-        The reference for AudioCraft: `//pretrained/<file>` for exports, a checkpoint path otherwise.
-    """
-    from audiocraft.utils.checkpoint import resolve_checkpoint_path
-    from ..train import main
-    text = str(reference)
-    if text.startswith('//pretrained/'):
-        return text
-    xps = Path(main.dora.dir) / 'xps'
-    if text.startswith('//sig/') or (SIG_PATTERN.match(text) and not Path(text).exists()):
-        sig = text[len('//sig/'):] if text.startswith('//sig/') else text
-        if not (xps / sig).exists():
-            raise FileNotFoundError(
-                f"Tokenizer {text!r}: there is no XP {sig} in {xps}. Train one with `dora run "
-                "solver=compression/encodec_mmd_small` (its signature is printed at start), or pass an export "
-                "folder (`python -m audiocraft_mmd.export SIG OUT_DIR`) as compression_model_checkpoint=OUT_DIR.")
-        text = str(xps / sig)
-    path = Path(text).expanduser()
-    if not path.is_absolute():
-        from dora import git_save
-        path = Path(git_save.to_absolute_path(str(path)))
-    if path.is_dir() and (path / EXPORTED_TOKENIZER).exists():
-        path = path / EXPORTED_TOKENIZER
-    if path.is_file() and path.name == EXPORTED_TOKENIZER:
-        return f'//pretrained/{path}'
-    resolved = resolve_checkpoint_path(str(path))
-    if resolved is None:
-        raise FileNotFoundError(
-            f"No tokenizer at compression_model_checkpoint={reference!r} ({path}): expected an export folder "
-            f"holding {EXPORTED_TOKENIZER} (`python -m audiocraft_mmd.export SIG {reference}`), a compression XP "
-            "signature or folder with a checkpoint.th, or //pretrained/NAME. Train a tokenizer first, e.g. "
-            "`dora run solver=compression/encodec_mmd_small`, or run `make demo`, which trains and exports one.")
-    return str(resolved)
 
 
 def pattern_step_delays(pattern_provider: tp.Any, num_codebooks: int) -> tp.List[int]:
@@ -94,16 +48,6 @@ def pattern_step_delays(pattern_provider: tp.Any, num_codebooks: int) -> tp.List
     latest = max(coord.t for coord in widest)
     by_codebook = {coord.q: latest - coord.t for coord in widest}
     return [by_codebook[q] for q in range(num_codebooks)]
-
-
-def state_hash(module: torch.nn.Module) -> str:
-    """SHA-1 of a module's whole state (parameters AND buffers: RVQ codebooks are buffers, which AudioCraft's
-    `model_hash` leaves out)."""
-    hasher = hashlib.sha1()
-    for key, value in sorted(module.state_dict().items()):
-        hasher.update(key.encode())
-        hasher.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return hasher.hexdigest()
 
 
 def tokenizer_info(compression_model: tp.Any) -> tp.Dict[str, tp.Any]:

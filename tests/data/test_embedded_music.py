@@ -2,11 +2,13 @@
 import hashlib
 import json
 from pathlib import Path
+import shutil
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from audiocraft_mmd.data import check, common
 from audiocraft_mmd.data import embedded_music as em
 
 NAME = 'embedded_music'
@@ -167,6 +169,32 @@ def test_idempotent_and_status(built, tmp_path):
     assert '--preset large' in em.missing_message('large')
 
 
+def test_record_names_its_rebuild_command_and_old_records_still_read(built, tmp_path):
+    root, _ = built
+    mdir = em.manifest_dir(NAME, root)
+    record = json.loads((mdir / common.RECORD).read_text())
+    assert record['rebuild'] == (f'python -m audiocraft_mmd.data.embedded_music --max-pieces {MAX_PIECES} '
+                                 f'--out {root} --force')
+    assert em.rebuild_command('small', em.DEFAULT_SEED, None, common.REPO_ROOT, None, NAME) == \
+        'python -m audiocraft_mmd.data.embedded_music --force'
+    assert em.rebuild_command('large', 7, None, root, None, 'embedded_music_large') == (
+        f'python -m audiocraft_mmd.data.embedded_music --preset large --seed 7 --out {root} --force')
+    assert em.rebuild_command('small', SEED, None, root, None, 'renamed') is None  # no --name on the command line
+    # a dataset built before the builders shared a record name (`build_info.json`) and wrote their command
+    old = em.manifest_dir(NAME, tmp_path)
+    shutil.copytree(mdir, old)
+    (old / common.RECORD).unlink()
+    legacy = {key: value for key, value in record.items() if key != 'rebuild'}
+    (old / 'build_info.json').write_text(json.dumps(legacy))
+    assert common.read_record(NAME, tmp_path) == legacy
+    assert em.is_built(NAME, tmp_path, config=record['config'])
+    with open(old / 'train' / 'data.jsonl', 'a') as manifest:
+        manifest.write(json.dumps(common.manifest_entry(tmp_path / 'gone.wav', 1., 32000, 0.5)) + '\n')
+    _, [bad] = check.check_manifests([old])
+    assert bad.path == str(tmp_path / 'gone.wav') and 'remove line' in bad.fix
+    assert bad.fix.endswith('rebuild the dataset with the command that built it (with --force)')
+
+
 def test_failures_are_skipped_and_counted(tmp_path):
     # bwv277.krn: repeats cannot be expanded; the Josquin .abc file parses to an Opus (no parts);
     # the last one does not exist.
@@ -180,8 +208,9 @@ def test_failures_are_skipped_and_counted(tmp_path):
     assert 'FileNotFoundError' in failed['no_such_composer_no_such_piece']
     assert summary['total_pieces'] == 4
     assert all(summary['splits'][s]['pieces'] >= 1 for s in em.SPLITS)
-    info = json.loads((em.manifest_dir(NAME, tmp_path) / 'build_info.json').read_text())
+    info = json.loads((em.manifest_dir(NAME, tmp_path) / common.RECORD).read_text())
     assert info['summary']['num_failed'] == 3
+    assert info['rebuild'] is None  # an explicit piece list: only the Python API rebuilds it
 
 
 def test_too_few_pieces_is_an_error(tmp_path):

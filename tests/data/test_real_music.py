@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiocraft_mmd.data import common
+from audiocraft_mmd.data import common, debian
 from audiocraft_mmd.data import real_music as rm
 
 SR_SOURCE = 44100
@@ -161,7 +161,7 @@ def with_synthetic(synthetic, monkeypatch):
 
 
 def _manifest(root: Path, split: str):
-    path = rm.manifest_dir(root) / split / 'data.jsonl'
+    path = rm.manifest_dir(root=root) / split / 'data.jsonl'
     return path, [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
 
 
@@ -195,8 +195,8 @@ def test_pinned_table_matches_apt_print_uris():
     if rm.shutil.which('apt-get') is None:
         pytest.skip('no apt-get')
     try:
-        uris = rm.print_uris(list(rm.PACKAGES.values()))
-    except rm.FetchError as exc:
+        uris = debian.print_uris(list(rm.PACKAGES.values()))
+    except debian.FetchError as exc:
         pytest.skip(f'the apt lists here do not hold the pinned versions: {str(exc)[:200]}')
     for p in rm.PACKAGES.values():
         url, filename, size, sha = uris[p.name]
@@ -297,10 +297,10 @@ def test_themes_titles_and_artists():
 
 
 def test_rights_from_the_copyright_file():
-    stanzas = rm.parse_copyright(DEP5)
+    stanzas = debian.parse_copyright(DEP5)
     assert [s[2] for s in stanzas] == ['GPL-2+', 'CC-BY-SA-3.0', 'GPL-2+']
     assert stanzas[1][1] == ['2010, Holder B', 'Holder C']
-    assert rm.parse_copyright('Nexuiz is (c) Alientrap, GPL.\n') is None
+    assert debian.parse_copyright('Nexuiz is (c) Alientrap, GPL.\n') is None
     pkg = rm.Package(name='p', version='1', sha256='0' * 64, size=1, pool_path='pool/main/p/p_1_all.deb', game='G',
                      short='p', style='s', moods=('m',), instrument='i', keywords=(), music=('*',), holders='H',
                      licenses=('GPL-2+', 'CC-BY-SA-3.0'), hours=1, tracks=1)
@@ -324,9 +324,9 @@ def test_rights_from_the_copyright_file():
 # Error paths: a clear message, nothing left that looks built.
 # --------------------------------------------------------------------------------------------
 def _nothing_built(root: Path) -> None:
-    assert not rm.audio_dir(root).exists()
-    assert not rm.manifest_dir(root).exists()
-    assert not rm.is_built(root)
+    assert not rm.audio_dir(root=root).exists()
+    assert not rm.manifest_dir(root=root).exists()
+    assert not rm.is_built(root=root)
     assert not rm._partial_dir(root, rm.NAME).exists()
 
 
@@ -334,7 +334,7 @@ def test_no_apt_get(tmp_path, monkeypatch, capsys):
     empty = tmp_path / 'bin'
     empty.mkdir()
     monkeypatch.setenv('PATH', str(empty))
-    with pytest.raises(rm.FetchError) as info:
+    with pytest.raises(debian.FetchError) as info:
         rm.build(packages=['asc-music'], out=tmp_path, workers=1, verbose=False)
     msg = str(info.value)
     assert 'apt-get not found' in msg and '--debs DIR' in msg and 'make dataset' in msg
@@ -350,7 +350,7 @@ def test_archive_without_the_package(tmp_path, monkeypatch):
         pytest.skip('no apt-get')
     bogus = rm.Package(**{**rm.PACKAGES['asc-music'].__dict__, 'name': 'audiocraft-mmd-no-such-package'})
     monkeypatch.setitem(rm.PACKAGES, bogus.name, bogus)
-    with pytest.raises(rm.FetchError, match=r'apt-get download failed.*\n.*Fix') as info:
+    with pytest.raises(debian.FetchError, match=r'apt-get download failed.*\n.*Fix') as info:
         rm.build(packages=[bogus.name], out=tmp_path, workers=1, verbose=False)
     assert 'make dataset' in str(info.value) and '--debs' in str(info.value)
     _nothing_built(tmp_path)
@@ -359,13 +359,13 @@ def test_archive_without_the_package(tmp_path, monkeypatch):
 
 def test_debs_folder_missing_or_corrupt_file(tmp_path, with_synthetic):
     folder, table, _, _ = with_synthetic
-    with pytest.raises(rm.FetchError, match=r'asc-music_1\.3-6_all\.deb is not in --debs') as info:
+    with pytest.raises(debian.FetchError, match=r'asc-music_1\.3-6_all\.deb is not in --debs') as info:
         rm.build(packages=['asc-music'], out=tmp_path, debs=tmp_path, verbose=False)
     assert rm.PACKAGES['asc-music'].url in str(info.value)
     bad = tmp_path / 'bad'
     bad.mkdir()
     (bad / table['synth-whole'].deb_file).write_bytes(b'not a deb')
-    with pytest.raises(rm.FetchError, match='sha256 differs'):
+    with pytest.raises(debian.FetchError, match='sha256 differs'):
         rm.build(packages=['synth-whole'], out=tmp_path, debs=bad, verbose=False)
     _nothing_built(tmp_path)
 
@@ -374,8 +374,8 @@ def test_too_few_tracks_leaves_nothing_built(tmp_path, with_synthetic):
     folder, _, _, _ = with_synthetic
     with pytest.raises(rm.RealMusicError, match='would be empty'):
         rm.build(packages=['synth-whole'], out=tmp_path, debs=folder, workers=1, verbose=False)
-    assert not rm.audio_dir(tmp_path).exists() and not rm.manifest_dir(tmp_path).exists()
-    assert not rm.is_built(tmp_path)
+    assert not rm.audio_dir(root=tmp_path).exists() and not rm.manifest_dir(root=tmp_path).exists()
+    assert not rm.is_built(root=tmp_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,14 +390,14 @@ def test_synthetic_build_splits_and_skips(synthetic):
         _, entries = _manifest(root, split)
         assert entries, f'split {split} is empty'
         for e in entries:
-            assert Path(e['path']).parent == rm.audio_dir(root) / split
+            assert Path(e['path']).parent == rm.audio_dir(root=root) / split
             assert Path(e['path']).stem not in ids, 'a track in two splits'
             ids[Path(e['path']).stem] = split
     assert len(ids) == summary['total_tracks']
     assert ids['whole_track1'] == ids['whole_track2'] == 'train'            # whole soundtrack
     assert ids['orchestra_c'] == ids['orchestra_c_revisited']             # one theme
     assert set(ids) >= {'electro_alpha', 'orchestra_a'} and 'orchestra_copy_of_a' not in ids
-    assert rm.is_built(root) and rm.verify(root) == []
+    assert rm.is_built(root=root) and rm.verify(root=root) == []
 
 
 def test_synthetic_audio_and_sidecars(synthetic):
@@ -419,29 +419,47 @@ def test_synthetic_audio_and_sidecars(synthetic):
             assert side['name'] == path.stem and side['split'] == split and side['title']
             assert side['genre'] == side['style'] and side['moods'] and side['license'] and side['copyright']
             assert side['source_sample_rate'] == SR_SOURCE and side['source_channels'] == 2
-    side = json.loads((rm.audio_dir(root) / next(
-        s for s in common.SPLITS if (rm.audio_dir(root) / s / 'orchestra_b.json').exists()) / 'orchestra_b.json')
+    side = json.loads((rm.audio_dir(root=root) / next(
+        s for s in common.SPLITS if (rm.audio_dir(root=root) / s / 'orchestra_b.json').exists()) / 'orchestra_b.json')
         .read_text())
     assert side['license'] == 'CC-BY-SA-3.0' and side['artist'] == 'Holder B, Holder C'
     assert side['title'] == 'B' and side['game'] == 'Orchestra' and side['package'] == 'synth-orchestra'
 
 
 def test_synthetic_attribution_and_record(synthetic):
-    _, table, root, summary = synthetic
-    adir = rm.audio_dir(root)
+    folder, table, root, summary = synthetic
+    adir = rm.audio_dir(root=root)
     text = (adir / rm.ATTRIBUTION).read_text()
     for pkg in table.values():
         assert f'== {pkg.name} 1.0-1' in text and pkg.sha256 in text
         assert (adir / 'licenses' / f'{pkg.name}.copyright').is_file()
     assert 'usr/share/synth/music/b.ogg  |  2010, Holder B; Holder C  |  CC-BY-SA-3.0' in text
     assert 'music.pk3/sound/cdtracks/alpha.ogg  |  2005 Someone  |  GPL-2+' in text
-    record = rm.read_record(root)
+    record = rm.read_record(root=root)
     assert record['builder_version'] == rm.BUILDER_VERSION and record['empty_splits'] == []
     assert [p['sha256'] for p in record['packages']] == [p.sha256 for p in table.values()]
     wavs = [k for k in record['files'] if k.endswith('.wav')]
     assert len(wavs) == summary['total_tracks']
     assert {f'egs/real_music/{s}/data.jsonl' for s in common.SPLITS} <= set(record['files'])
     assert record['summary']['skipped']['short'][0]['path'].endswith('short.ogg')
+    # the command that builds it again, for `check` to name (the checker imports no builder)
+    assert record['rebuild'] == ('python -m audiocraft_mmd.data.real_music --packages synth-orchestra synth-electro '
+                                 f'synth-whole --out {root} --debs {folder.resolve()}')
+    pkgs = rm.select_packages(None)
+    assert rm.rebuild_command(pkgs, common.REPO_ROOT, rm.NAME, rm.MIN_SECONDS, False) == \
+        'python -m audiocraft_mmd.data.real_music'
+    assert rm.rebuild_command(pkgs, root, 'real_small', 5., True, cache=root / 'debs') == (
+        f'python -m audiocraft_mmd.data.real_music --out {root} --name real_small --min-seconds 5 '
+        f'--allow-empty-splits --cache {root / "debs"}')
+
+
+def test_paths_take_the_name_first(tmp_path):
+    """(name, root), as every builder's: a folder given as the name is refused, not read as another dataset."""
+    assert rm.manifest_dir(root=tmp_path) == common.manifest_dir('real_music', tmp_path) == tmp_path / 'egs' / 'real_music'
+    assert rm.audio_dir('other', tmp_path) == tmp_path / 'dataset' / 'other'
+    for wrong in (tmp_path, str(tmp_path)):
+        with pytest.raises(TypeError, match='root='):
+            rm.manifest_dir(wrong)
 
 
 def test_manifests_load_in_audiocraft(synthetic):
@@ -452,10 +470,10 @@ def test_manifests_load_in_audiocraft(synthetic):
         path, entries = _manifest(root, split)
         metas = audio_dataset.load_audio_meta(path)
         assert [json.dumps(m.to_dict()) for m in metas] == path.read_text().splitlines()
-    ds = audio_dataset.AudioDataset.from_meta(str(rm.manifest_dir(root) / 'train'), segment_duration=2.0,
+    ds = audio_dataset.AudioDataset.from_meta(str(rm.manifest_dir(root=root) / 'train'), segment_duration=2.0,
                                               sample_rate=32000, channels=1, num_samples=3, shuffle=False)
     assert tuple(ds[0].shape) == (1, 64000)
-    mds = music_dataset.MusicDataset.from_meta(str(rm.manifest_dir(root) / 'valid'), segment_duration=2.0,
+    mds = music_dataset.MusicDataset.from_meta(str(rm.manifest_dir(root=root) / 'valid'), segment_duration=2.0,
                                                sample_rate=32000, channels=1, num_samples=2, shuffle=False,
                                                info_fields_required=True, return_info=True)
     wav, info = mds[0]
@@ -468,22 +486,26 @@ def test_rerun_skips_then_force_and_tamper_rebuild(tmp_path, with_synthetic):
     folder, table, built_root, _ = with_synthetic
     names = list(table)
     first = rm.build(packages=names, out=tmp_path, debs=folder, workers=1, verbose=False)
-    record = rm.read_record(tmp_path)
+    record = rm.read_record(root=tmp_path)
     t0 = time.time()
     again = rm.build(packages=names, out=tmp_path, debs=folder, workers=1, verbose=False)
     assert again['already_built'] is True and time.time() - t0 < 5
     # the same inputs give the same audio, sidecars and attribution whatever the root
     ours = {k.split('/', 1)[1]: v for k, v in record['files'].items() if k.startswith('dataset/')}
-    theirs = {k.split('/', 1)[1]: v for k, v in rm.read_record(built_root)['files'].items()
+    theirs = {k.split('/', 1)[1]: v for k, v in rm.read_record(root=built_root)['files'].items()
               if k.startswith('dataset/')}
     assert ours == theirs
     # a damaged file is found and the build redone
     wav = Path(next(p for p in _manifest(tmp_path, 'train')[1])['path'])
     wav.write_bytes(wav.read_bytes()[:1000])
     assert rm.main(['--check', '--out', str(tmp_path)]) == 1
+    from audiocraft_mmd.data import check
+    _, [bad] = check.check_manifests([rm.manifest_dir(root=tmp_path)])
+    assert bad.path == str(wav) and bad.fix == f"rebuild the dataset: `{record['rebuild']}`"
+    assert f'--out {tmp_path} --debs {folder.resolve()}' in bad.fix
     fixed = rm.build(packages=names, out=tmp_path, debs=folder, workers=1, verbose=False)
-    assert fixed['already_built'] is False and rm.verify(tmp_path) == []
-    assert rm.read_record(tmp_path)['files'] == record['files']
+    assert fixed['already_built'] is False and rm.verify(root=tmp_path) == []
+    assert rm.read_record(root=tmp_path)['files'] == record['files']
     assert rm.main(['--check', '--out', str(tmp_path)]) == 0
     forced = rm.build(packages=names, out=tmp_path, debs=folder, workers=1, force=True, verbose=False)
     assert forced['already_built'] is False and forced['splits'] == first['splits']
@@ -504,12 +526,12 @@ def test_interrupted_build_resumes_decoded_tracks(tmp_path, with_synthetic, monk
     monkeypatch.setattr(rm, '_decode_worker', crash_after_three)
     with pytest.raises(KeyboardInterrupt):
         rm.build(packages=names, out=tmp_path, debs=folder, workers=1, verbose=False)
-    assert not rm.is_built(tmp_path) and not rm.manifest_dir(tmp_path).exists()
+    assert not rm.is_built(root=tmp_path) and not rm.manifest_dir(root=tmp_path).exists()
     calls.clear()
     monkeypatch.setattr(rm, '_decode_worker', lambda task: (calls.append(task['id']), real_worker(task))[1])
     summary = rm.build(packages=names, out=tmp_path, debs=folder, workers=1, verbose=False)
     decoded_again = set(calls)
-    assert summary['total_tracks'] == 11 and rm.verify(tmp_path) == []
+    assert summary['total_tracks'] == 11 and rm.verify(root=tmp_path) == []
     assert len(decoded_again) == 11 + 2 - 3     # 13 music files (2 skipped: short, silent), 3 reused
 
 
@@ -518,14 +540,14 @@ def test_python_extractor_matches_dpkg_deb(tmp_path, with_synthetic, monkeypatch
     real_which = rm.shutil.which
     monkeypatch.setattr(rm.shutil, 'which', lambda cmd, *a, **k: None if cmd == 'dpkg-deb' else real_which(cmd))
     deb = folder / table['synth-orchestra'].deb_file
-    assert rm.extract_deb(deb, tmp_path / 'x') == 'python'
+    assert debian.extract_deb(deb, tmp_path / 'x') == 'python'
     assert (tmp_path / 'x' / 'usr/share/synth/music/link.ogg').is_symlink()
     assert (tmp_path / 'x' / 'usr/share/doc/synth-orchestra/copyright').read_text() == DEP5
     rm.build(packages=list(table), out=tmp_path, debs=folder, workers=1, verbose=False)
-    record = rm.read_record(tmp_path)
+    record = rm.read_record(root=tmp_path)
     assert record['tools']['extractor'] == 'python'
     strip = (lambda files: {k: v for k, v in files.items() if k.startswith('dataset/')})
-    assert strip(record['files']) == strip(rm.read_record(built_root)['files'])
+    assert strip(record['files']) == strip(rm.read_record(root=built_root)['files'])
 
 
 def test_tar_extraction_without_filters(tmp_path):
@@ -548,12 +570,12 @@ def test_tar_extraction_without_filters(tmp_path):
     link = tarfile.TarInfo('./a/link')
     link.type, link.linkname = tarfile.SYMTYPE, 'b.txt'
     with tar_of((f, b'hello'), (link, None)) as tar:
-        rm._extract_tar(tar, tmp_path / 'ok')
+        debian._extract_tar(tar, tmp_path / 'ok')
     assert (tmp_path / 'ok' / 'a' / 'link').read_text() == 'hello'
     evil = tarfile.TarInfo('./evil')
     evil.type, evil.linkname = tarfile.SYMTYPE, '/etc/passwd'
-    with tar_of((evil, None)) as tar, pytest.raises(rm.RealMusicError, match='refusing'):
-        rm._extract_tar(tar, tmp_path / 'bad')
+    with tar_of((evil, None)) as tar, pytest.raises(debian.DebianError, match='refusing'):
+        debian._extract_tar(tar, tmp_path / 'bad')
 
 
 def test_pyav_fallback_decodes_what_libsndfile_cannot(monkeypatch):
@@ -596,9 +618,9 @@ def test_asc_music_from_the_archive(tmp_path):
     assert abs(summary['total_hours'] - pkg.hours) < 0.005
     assert sorted(s for s in common.SPLITS if summary['splits'][s]['tracks']) == ['evaluate', 'train', 'valid']
     assert all(summary['splits'][s]['tracks'] <= 1 for s in common.SPLITS)   # whole tracks, one per split
-    record = rm.read_record(tmp_path)
+    record = rm.read_record(root=tmp_path)
     assert record['packages'][0]['sha256'] == pkg.sha256 and record['empty_splits'] == ['generate']
-    text = (rm.audio_dir(tmp_path) / rm.ATTRIBUTION).read_text()
+    text = (rm.audio_dir(root=tmp_path) / rm.ATTRIBUTION).read_text()
     assert text.count('|  2002 Michael Kievernagel  |  GPL-2+') == 3
     assert rm.main(['--check', '--out', str(tmp_path), '--full']) == 0
     for split in ('train', 'valid', 'evaluate'):

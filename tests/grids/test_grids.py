@@ -5,7 +5,7 @@ import pkgutil
 import pytest
 
 import grids
-from grids.local import grid_xps
+from audiocraft_mmd.xps import grid_xps
 
 
 def set_scale(monkeypatch, small: bool) -> None:

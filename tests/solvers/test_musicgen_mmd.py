@@ -11,9 +11,9 @@ from audiocraft.modules.codebooks_patterns import (DelayedPatternProvider, Paral
 
 from audiocraft_mmd.export import export_tokenizer
 from audiocraft_mmd.solvers.musicgen_mmd import (MusicGenMMDSolver, check_pattern, check_tokenizer_matches_lm,
-                                                 missing_offline_weights, pattern_step_delays, resolve_tokenizer,
-                                                 tokenizer_info)
+                                                 missing_offline_weights, pattern_step_delays, tokenizer_info)
 from audiocraft_mmd.train import get_solver, main
+from audiocraft_mmd.xps import resolve_tokenizer
 
 DEBUG = ['solver=musicgen/musicgen_mmd_debug']
 
