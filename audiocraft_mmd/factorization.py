@@ -24,7 +24,7 @@ represent (three-way, or a pairwise one that changes with h) is not counted. Kno
 a noisy copy's true cost, and a dependence through h only is not detected.
 
     python -m audiocraft_mmd.factorization LM_EXPORT_FOLDER [--clips 256] [--out result.json]
-    python -m audiocraft_mmd.factorization LM_SIG... | GRID [--small] [--epoch N] [--rank R] [--fit train]
+    python -m audiocraft_mmd.factorization LM_SIG... | GRID [--small|--small_v1] [--epoch N] [--rank R] [--fit train]
         # writes <XP folder>/factorization[_epochN][_rankR][_fittrain].json
 """
 import argparse
@@ -483,13 +483,14 @@ def _row(result: tp.Dict[str, tp.Any]) -> str:
             f"{result.get('train_tuples', '-')}/{result['valid_tuples']} |")
 
 
-def measure_xps(targets: tp.Sequence[str], small: bool = False, force: bool = False, epoch: tp.Optional[int] = None,
-                **kwargs: tp.Any) -> tp.List[tp.Dict[str, tp.Any]]:
+def measure_xps(targets: tp.Sequence[str], scale: tp.Optional[str] = None, force: bool = False,
+                epoch: tp.Optional[int] = None, **kwargs: tp.Any) -> tp.List[tp.Dict[str, tp.Any]]:
     """Run the diagnostic on the trained delay/parallel LMs of a grid or of XP signatures, writing each result to
     `<XP folder>/factorization*.json` (`xps.factorization_path`: what `audiocraft_mmd.report` shows); XPs measured
     before are read back unless `force`. Other XPs (tokenizers, unroll LMs, LMs without that checkpoint yet) are skipped.
 
     Args:
+        scale (str, optional): a grid's scale, `small` or `small_v1` (`xps.resolve_targets`).
         epoch (int, optional): measure each LM's `checkpoint_{epoch}.th` (AudioCraft keeps one every
             `checkpoint.keep_every_states` epochs) rather than its last: LMs compared at equal updates.
     """
@@ -497,7 +498,7 @@ def measure_xps(targets: tp.Sequence[str], small: bool = False, force: bool = Fa
     from .xps import factorization_path, is_lm, resolve_targets
     from audiocraft.models.builders import get_codebooks_pattern_provider
     results = []
-    for xp in resolve_targets(targets, small=small):
+    for xp in resolve_targets(targets, scale=scale):
         cfg = xp.cfg
         checkpoint = xp.folder / ('checkpoint.th' if epoch is None else f'checkpoint_{epoch}.th')
         if not is_lm(cfg) or not checkpoint.exists():
@@ -517,10 +518,11 @@ def measure_xps(targets: tp.Sequence[str], small: bool = False, force: bool = Fa
 
 
 def main(argv: tp.Optional[tp.List[str]] = None) -> int:
+    from .xps import add_scale_arguments
     parser = argparse.ArgumentParser(prog='python -m audiocraft_mmd.factorization', description=__doc__.split('\n')[0])
     parser.add_argument('targets', nargs='+', help="an LM export folder, LM XP signatures, or a grid name "
                         "(e.g. factorization_gap: every trained delay LM of it)")
-    parser.add_argument('--small', action='store_true', help="a grid's small scale (AUDIOCRAFT_MMD_GRID_SCALE)")
+    add_scale_arguments(parser)
     parser.add_argument('--force', action='store_true', help="measure XPs again even if factorization.json exists")
     parser.add_argument('--fit', choices=FIT_MODES, default='crossfit', help="crossfit (default): fit the heads on "
                         "valid segments the LM never trained on, one half of the pieces scoring the other; train: fit "
@@ -547,7 +549,7 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
             opts.out.parent.mkdir(parents=True, exist_ok=True)
             opts.out.write_text(json.dumps(results[0], indent=1))
     else:
-        results = measure_xps(opts.targets, small=opts.small, force=opts.force, epoch=opts.epoch, **options)
+        results = measure_xps(opts.targets, scale=opts.scale, force=opts.force, epoch=opts.epoch, **options)
     print(ROW_HEADER)
     for result in results:
         print(_row(result))

@@ -1,4 +1,4 @@
-"""Summarize XPs: `python -m audiocraft_mmd.report (GRID [--small] | SIG...) [--out DIR]`.
+"""Summarize XPs: `python -m audiocraft_mmd.report (GRID [--small|--small_v1] | SIG...) [--out DIR]`.
 
 Prints a Markdown table (one row per setting: the XP overrides without the seed, mean +- std over seeds) of the
 metrics the paper's questions need, read from each XP's Dora history (the last epoch that ran the stage), and
@@ -16,8 +16,8 @@ from pathlib import Path
 import sys
 import typing as tp
 
-from .xps import (check_dset, cross_domain_path, factorization_path, is_lm, resolve_targets, shown, tokenizer_ref,
-                  tokenizer_xp)
+from .xps import (add_scale_arguments, check_dset, cross_domain_path, factorization_path, is_lm, resolve_targets,
+                  shown, tokenizer_ref, tokenizer_xp)
 
 # (stage, key, column title, format). AudioCraft logs `sisnr` as the NEGATED SI-SNR: the report flips it back
 # (`xps.shown`).
@@ -348,7 +348,7 @@ def _plot_term_against_dependence(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.A
 def main(argv: tp.Optional[tp.List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m audiocraft_mmd.report', description=__doc__.split('\n')[0])
     parser.add_argument('targets', nargs='+', help="a grid name (module under grids/) or XP signatures")
-    parser.add_argument('--small', action='store_true', help="the grid's small scale (AUDIOCRAFT_MMD_GRID_SCALE)")
+    add_scale_arguments(parser)
     parser.add_argument('--out', type=Path, default=None, help="folder for the PNG plots")
     parser.add_argument('--per-xp', action='store_true', help="also print one row per XP")
     parser.add_argument('--per-epoch', metavar='STAGE/KEY', action='append', default=[],
@@ -369,7 +369,7 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
             check_dset(opts.dset)
         except ValueError as exc:
             parser.error(str(exc))
-    xps = resolve_targets(opts.targets, small=opts.small)
+    xps = resolve_targets(opts.targets, scale=opts.scale)
     lms = [xp for xp in xps if is_lm(xp.cfg)]
     tokenizers = [xp for xp in xps if not is_lm(xp.cfg)]
     groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]] = OrderedDict()

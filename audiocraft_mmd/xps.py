@@ -280,17 +280,29 @@ def grid_xps(name: str) -> tp.List[tp.Any]:
     return [sheep.xp for sheep in herd.sheeps.values()]
 
 
-def resolve_targets(targets: tp.Sequence[str], small: bool = False) -> tp.List[tp.Any]:
-    """The XPs of a grid name (module under grids/, at small scale with `small`) or of XP signatures.
+def add_scale_arguments(parser: tp.Any) -> None:
+    """`--small` / `--small_v1` on a tool's argparse parser: the grid scale (stored as `scale`, see
+    `resolve_targets`)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument('--small', dest='scale', action='store_const', const='small',
+                       help="the grid's small scale: encodec_mmd_small_v2 (AUDIOCRAFT_MMD_GRID_SCALE=small)")
+    group.add_argument('--small_v1', dest='scale', action='store_const', const='small_v1',
+                       help="the small scale of the older tables: encodec_mmd_small "
+                       "(AUDIOCRAFT_MMD_GRID_SCALE=small_v1)")
+
+
+def resolve_targets(targets: tp.Sequence[str], scale: tp.Optional[str] = None) -> tp.List[tp.Any]:
+    """The XPs of a grid name (module under grids/, at the given scale) or of XP signatures.
 
     Args:
         targets (list of str): one grid name, or XP signatures.
-        small (bool): the grid's small scale (sets AUDIOCRAFT_MMD_GRID_SCALE=small for this process).
+        scale (str, optional): `small` or `small_v1`, the grid's scale (sets AUDIOCRAFT_MMD_GRID_SCALE for this
+            process); None leaves the environment as it is (unset: the paper's scale).
     Returns:
         The `dora.XP`s.
     """
-    if small:
-        os.environ['AUDIOCRAFT_MMD_GRID_SCALE'] = 'small'
+    if scale is not None:
+        os.environ['AUDIOCRAFT_MMD_GRID_SCALE'] = scale
     if len(targets) == 1 and signature(targets[0]) is None:
         return grid_xps(targets[0])
     from .train import get_xp_from_sig

@@ -28,7 +28,7 @@ import time
 import traceback
 import typing as tp
 
-from audiocraft_mmd.xps import grid_xps, tokenizer_ref
+from audiocraft_mmd.xps import add_scale_arguments, grid_xps, tokenizer_ref
 
 
 STOPPED = -1000  # return code of an XP stopped at the deadline
@@ -166,9 +166,7 @@ def main(args: tp.Optional[tp.List[str]] = None) -> int:
     interruptible_children()
     parser = argparse.ArgumentParser(prog='python -m grids.local', description=__doc__.split('\n')[0])
     parser.add_argument('name', help="grid module under grids/, e.g. mmd_sweep")
-    parser.add_argument('--small', action='store_true', help="bind encodec_mmd_small_v2 (2 CPU cores)")
-    parser.add_argument('--small_v1', action='store_true',
-                        help="bind encodec_mmd_small, the small config of the older tables (2 CPU cores)")
+    add_scale_arguments(parser)  # --small (encodec_mmd_small_v2, 2 CPU cores) or --small_v1
     parser.add_argument('-j', '--jobs', type=int, default=1, help="XPs run at the same time")
     parser.add_argument('--dry_run', action='store_true', help="print the XPs and exit")
     parser.add_argument('--deadline', type=float, default=None,
@@ -183,8 +181,8 @@ def main(args: tp.Optional[tp.List[str]] = None) -> int:
     opts = parser.parse_intermixed_args(args)
     if opts.epochs is not None and opts.epochs < 1:
         parser.error(f"--epochs must be at least 1, got {opts.epochs}")
-    if opts.small or opts.small_v1:
-        os.environ['AUDIOCRAFT_MMD_GRID_SCALE'] = 'small_v1' if opts.small_v1 else 'small'
+    if opts.scale is not None:
+        os.environ['AUDIOCRAFT_MMD_GRID_SCALE'] = opts.scale
     xps = grid_xps(opts.name)
     if opts.only:
         try:

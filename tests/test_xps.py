@@ -85,3 +85,19 @@ def test_targets_are_a_grid_or_signatures(monkeypatch):
     assert xps.resolve_targets(['3f2a9c1b']) == ['xp 3f2a9c1b']
     assert xps.resolve_targets(['3f2a9c1b', '//sig/0123abcd']) == ['xp 3f2a9c1b', 'xp 0123abcd']
 
+
+
+def test_scale_flags_set_the_grid_scale(monkeypatch):
+    import argparse
+    import os
+    parser = argparse.ArgumentParser()
+    parser.add_argument('targets', nargs='+')
+    xps.add_scale_arguments(parser)
+    assert parser.parse_args(['g']).scale is None
+    assert parser.parse_args(['g', '--small']).scale == 'small'
+    assert parser.parse_args(['g', '--small_v1']).scale == 'small_v1'
+    with pytest.raises(SystemExit):
+        parser.parse_args(['g', '--small', '--small_v1'])
+    monkeypatch.setattr(xps, 'grid_xps', lambda name: [os.environ['AUDIOCRAFT_MMD_GRID_SCALE']])
+    monkeypatch.delenv('AUDIOCRAFT_MMD_GRID_SCALE', raising=False)
+    assert xps.resolve_targets(['reproduction'], scale='small_v1') == ['small_v1']
