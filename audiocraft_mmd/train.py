@@ -2,7 +2,7 @@
 
 Run from the repository root, exactly like AudioCraft::
 
-    dora run solver=compression/encodec_mmd_small          # a plugin solver
+    dora run solver=compression/encodec_mmd_small_v2       # a plugin solver
     dora run solver=compression/debug dset=audio/embedded_music   # any AudioCraft solver works too
     dora grid mmd_sweep --dry_run --init                    # grids live in the top-level `grids/` package
 

@@ -112,7 +112,7 @@ def resolve_tokenizer(reference: tp.Any) -> str:
         if not (xps_dir() / sig).exists():
             raise FileNotFoundError(
                 f"Tokenizer {text!r}: there is no XP {sig} in {xps_dir()}. Train one with `dora run "
-                "solver=compression/encodec_mmd_small` (its signature is printed at start), or pass an export "
+                "solver=compression/encodec_mmd_small_v2` (its signature is printed at start), or pass an export "
                 "folder (`python -m audiocraft_mmd.export SIG OUT_DIR`) as compression_model_checkpoint=OUT_DIR.")
         text = str(xps_dir() / sig)
     path = Path(text).expanduser()
@@ -129,7 +129,7 @@ def resolve_tokenizer(reference: tp.Any) -> str:
             f"No tokenizer at compression_model_checkpoint={reference!r} ({path}): expected an export folder "
             f"holding {EXPORTED_TOKENIZER} (`python -m audiocraft_mmd.export SIG {reference}`), a compression XP "
             "signature or folder with a checkpoint.th, or //pretrained/NAME. Train a tokenizer first, e.g. "
-            "`dora run solver=compression/encodec_mmd_small`, or run `make demo`, which trains and exports one.")
+            "`dora run solver=compression/encodec_mmd_small_v2`, or run `make demo`, which trains and exports one.")
     return str(resolved)
 
 

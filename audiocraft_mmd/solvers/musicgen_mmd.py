@@ -291,7 +291,7 @@ class MusicGenMMDSolver(DependenceStages, MusicGenSolver):
             raise RuntimeError(
                 f"Could not load a tokenizer from compression_model_checkpoint={reference!r} "
                 f"({self.cfg.compression_model_checkpoint}): {type(exc).__name__}: {exc}. It must be a compression "
-                "XP (e.g. compression/encodec_mmd_small) or its export, not an LM XP.") from exc
+                "XP (e.g. compression/encodec_mmd_small_v2) or its export, not an LM XP.") from exc
         check_tokenizer_matches_lm(self.cfg, tokenizer, reference)
         del tokenizer
         super().build_model()
