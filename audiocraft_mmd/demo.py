@@ -131,8 +131,8 @@ def _report(tokenizer_sig: str, lm_sig: str, tokenizer_argv: tp.List[str], lm_ar
     tokenizer_table = report.markdown_table(report.collect([tokenizer_xp]), per_xp=True)
     lm_columns = report.columns_for([lm_xp])
     lm_table = report.markdown_table(report.collect([lm_xp], lm_columns), per_xp=True, columns=lm_columns)
-    clip_lines = [f"- `{clip.relative_to(folder.parent)}`: {json.loads(clip.with_suffix('.json').read_text())['description']}"
-                  for clip in clips]
+    descriptions = [json.loads(clip.with_suffix('.json').read_text())['description'] for clip in clips]
+    clip_lines = [f"- `{clip.relative_to(folder.parent)}`: {text}" for clip, text in zip(clips, descriptions)]
     took = ', '.join(f'{name} {seconds / 60:.1f} min' for name, seconds in timings.items())
     return f"""# audiocraft_mmd demo
 
@@ -161,8 +161,8 @@ Made again with:
 
 ```bash
 python -m audiocraft_mmd.export {lm_sig} {folder}
-python -m audiocraft_mmd.generate {folder} --duration {clip_duration:g} --seed 0 --out {folder.parent / 'samples'} --descriptions \\
-    {' '.join(repr(json.loads(c.with_suffix('.json').read_text())['description']) for c in clips)}
+python -m audiocraft_mmd.generate {folder} --duration {clip_duration:g} --seed 0 --out {folder.parent / 'samples'} \\
+    --descriptions {' '.join(map(repr, descriptions))}
 ```
 
 A small LM after a few minutes on a CPU, on a tokenizer trained for a few minutes on rendered General MIDI music:

@@ -487,7 +487,8 @@ def measure_xps(targets: tp.Sequence[str], scale: tp.Optional[str] = None, force
                 epoch: tp.Optional[int] = None, **kwargs: tp.Any) -> tp.List[tp.Dict[str, tp.Any]]:
     """Run the diagnostic on the trained delay/parallel LMs of a grid or of XP signatures, writing each result to
     `<XP folder>/factorization*.json` (`xps.factorization_path`: what `audiocraft_mmd.report` shows); XPs measured
-    before are read back unless `force`. Other XPs (tokenizers, unroll LMs, LMs without that checkpoint yet) are skipped.
+    before are read back unless `force`. Other XPs (tokenizers, unroll LMs, LMs without that checkpoint yet) are
+    skipped.
 
     Args:
         scale (str, optional): a grid's scale, `small` or `small_v1` (`xps.resolve_targets`).

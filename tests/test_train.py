@@ -57,7 +57,8 @@ def test_solver_configs_compose_without_missing_values(path):
 def test_musicgen_32khz_is_the_papers_setting():
     cfg = main.get_xp(['solver=musicgen/musicgen_mmd_32khz']).cfg
     lm = cfg.transformer_lm
-    assert (cfg.sample_rate, lm.card, lm.dim, lm.num_layers, cfg.dataset.segment_duration) == (32000, 2048, 1024, 24, 30)
+    sizes = (cfg.sample_rate, lm.card, lm.dim, lm.num_layers, cfg.dataset.segment_duration)
+    assert sizes == (32000, 2048, 1024, 24, 30)
     assert cfg.conditioners.description.model == 't5'
     assert all(cfg.evaluate.metrics[m] for m in ('fad', 'kld', 'text_consistency'))
     # the tokenizer it names is the 32 kHz compression_mmd config's

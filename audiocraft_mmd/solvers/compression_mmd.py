@@ -299,7 +299,8 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
         except ValueError as error:
             raise ValueError(f"Invalid mmd config (the option names are the mmd.* keys): {error}") from None
         if CompressionMMDSolver._uses_python_visqol(cfg):
-            PythonViSQOL(**dict_from_config(cfg.metrics.visqol))  # fail at start, not after training, if visqol-python is missing
+            # fail at start, not after training, if visqol-python is missing
+            PythonViSQOL(**dict_from_config(cfg.metrics.visqol))
 
     @staticmethod
     def _uses_python_visqol(cfg: omegaconf.DictConfig) -> bool:

@@ -455,7 +455,8 @@ def test_synthetic_attribution_and_record(synthetic):
 
 def test_paths_take_the_name_first(tmp_path):
     """(name, root), as every builder's: a folder given as the name is refused, not read as another dataset."""
-    assert rm.manifest_dir(root=tmp_path) == common.manifest_dir('real_music', tmp_path) == tmp_path / 'egs' / 'real_music'
+    expected = tmp_path / 'egs' / 'real_music'
+    assert rm.manifest_dir(root=tmp_path) == common.manifest_dir('real_music', tmp_path) == expected
     assert rm.audio_dir('other', tmp_path) == tmp_path / 'dataset' / 'other'
     for wrong in (tmp_path, str(tmp_path)):
         with pytest.raises(TypeError, match='root='):

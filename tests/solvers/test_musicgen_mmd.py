@@ -58,7 +58,8 @@ def test_tokenizer_lm_mismatch_names_both_sides(tokenizer_folder):
     check_tokenizer_matches_lm(lm_cfg(), tokenizer, 'tok')  # the debug LM matches the debug tokenizer
     for overrides, expected in [(['transformer_lm.card=32'], 'has 64 codes per codebook but the LM predicts '
                                   'transformer_lm.card=32: set transformer_lm.card=64'),
-                                (['transformer_lm.n_q=8'], 'gives 4 codebooks but the LM predicts transformer_lm.n_q=8'),
+                                (['transformer_lm.n_q=8'],
+                                 'gives 4 codebooks but the LM predicts transformer_lm.n_q=8'),
                                 (['sample_rate=32000'], 'runs at 16000 Hz but sample_rate=32000'),
                                 (['codebooks_pattern.delay.delays=[0,1,2]'],
                                  r'codebooks_pattern.delay.delays=\[0, 1, 2\] has 3 entries but the tokenizer gives 4'),
