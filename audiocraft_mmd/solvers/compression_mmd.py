@@ -148,6 +148,48 @@ def loss_options(mmd_cfg: tp.Any) -> tp.Dict[str, tp.Any]:
         std_correction=int(mmd_cfg.std_correction))
 
 
+def parse_loss_schedule(schedule: tp.Any, balanced: tp.Dict[str, float]) -> tp.Dict[str, tp.List[tp.Tuple[int, float]]]:
+    """Checks `loss_schedule` ({loss: [[update, weight], ...]}) against the balancer's losses.
+
+    Args:
+        schedule: the config's `loss_schedule` (None or empty: no schedule).
+        balanced: the balancer's weights, {loss: weight}; only these losses can be scheduled.
+    Returns:
+        {loss: [(update, weight), ...]} with the updates in increasing order.
+    """
+    parsed: tp.Dict[str, tp.List[tp.Tuple[int, float]]] = {}
+    for name, steps in dict(schedule or {}).items():
+        if name not in balanced:
+            raise ValueError(f"loss_schedule.{name}: only the balanced losses can be scheduled, those with a weight "
+                             f"> 0 in `losses`: {sorted(balanced)}. Give {name} a weight in `losses` first.")
+        try:
+            pairs = [(int(update), float(weight)) for update, weight in steps]
+        except (TypeError, ValueError):
+            raise ValueError(f"loss_schedule.{name}={steps!r} must be a list of [update, weight] pairs, e.g. "
+                             "[[300,0.1]]") from None
+        updates = [update for update, _ in pairs]
+        if not pairs or updates[0] < 0 or any(b <= a for a, b in zip(updates, updates[1:])):
+            raise ValueError(f"loss_schedule.{name}={steps!r}: the updates must be >= 0 and strictly increasing.")
+        if any(weight <= 0 for _, weight in pairs):
+            raise ValueError(f"loss_schedule.{name}={steps!r}: the weights must be > 0 (AudioCraft's balancer needs a "
+                             "positive total); use a small weight to all but turn a loss off.")
+        parsed[name] = pairs
+    return parsed
+
+
+def scheduled_loss_weights(schedule: tp.Dict[str, tp.List[tp.Tuple[int, float]]], initial: tp.Any,
+                           update: int) -> tp.Dict[str, float]:
+    """The weight of each scheduled loss at `update` (0-based, whole run): its `initial` weight (`losses`) until
+    its first listed update, then the weight of the last listed update reached."""
+    weights = {}
+    for name, pairs in schedule.items():
+        weights[name] = float(initial[name])
+        for start, weight in pairs:
+            if update >= start:
+                weights[name] = weight
+    return weights
+
+
 def _log_term(metrics: tp.Dict[str, tp.Any], value: torch.Tensor) -> None:
     """Log the term's value as `mmd` and whether it was finite as `mmd_nonfinite`; a non-finite value is left
     out of `mmd` (AudioCraft averages each metric over an epoch: one NaN would make the epoch's mean NaN)."""
@@ -256,6 +298,7 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
         self._grad_probe: tp.Optional[tp.Dict[str, float]] = None
         super().__init__(cfg)
         self.register_stateful('mmd_state')
+        self.loss_schedule = parse_loss_schedule(cfg.get('loss_schedule'), self.balancer.weights)
         self._balancer_backward = self.balancer.backward
         self.balancer.backward = self._measured_balancer_backward  # instance attribute: AudioCraft's class unchanged
 
@@ -488,6 +531,11 @@ class CompressionMMDSolver(DependenceStages, CompressionSolver):
         norms of the weighted term (`mmd_grad_norm`) and of the balanced reconstruction losses (`rec_grad_norm`),
         and their ratio `mmd_grad_ratio` (local to each worker, before gradient averaging and clipping)."""
         self._grad_probe = None
+        if self.is_training and self.loss_schedule:
+            update = (self.epoch - 1) * self.train_updates_per_epoch + idx
+            for name, weight in scheduled_loss_weights(self.loss_schedule, self.cfg.losses, update).items():
+                self.balancer.weights[name] = weight
+                metrics[f'loss_weight_{name}'] = weight
         metrics = super().run_step(idx, batch, metrics)
         probe, self._grad_probe = self._grad_probe, None
         if probe is not None and 'rec' in probe:

@@ -223,6 +223,38 @@ def test_authors_preset_gives_the_authors_objective_on_every_solver_config(confi
     assert set(OBJECTIVE_KEYS) - {'num_features'} == set(AUTHORS_OBJECTIVE)
 
 
+def test_loss_schedule_changes_the_balanced_weight_at_the_listed_update(embedded_music):
+    # The debug config balances l1 alone without gradient balancing: the effective loss is weight x l1.
+    solver = make_solver(['+loss_schedule.l1=[[2,0.25],[3,0.5]]', 'mmd.weight=0'])
+    x = train_batch(solver)
+    metrics = [solver.run_step(idx, x, {}) for idx in range(4)]
+    weights = [1., 1., 0.25, 0.5]
+    assert [m['loss_weight_l1'] for m in metrics] == weights
+    for m, weight in zip(metrics, weights):
+        assert float(m['g_loss']) == pytest.approx(weight * float(m['l1']), rel=1e-6)
+    # Valid and evaluate are not training: the balancer is not used there and nothing is logged.
+    solver.model.eval()
+    solver._current_stage = 'valid'
+    assert 'loss_weight_l1' not in solver.run_step(0, x, {})
+
+
+def test_no_loss_schedule_logs_nothing_and_keeps_audiocraft_weights(embedded_music):
+    solver = make_solver(['mmd.weight=0'])
+    x = train_batch(solver)
+    assert 'loss_weight_l1' not in solver.run_step(5, x, {}) and solver.balancer.weights == {'l1': 1.}
+
+
+@pytest.mark.parametrize('override, message', [
+    ('+loss_schedule.msspec=[[10,1.0]]', r"only the balanced losses can be scheduled.*\['l1'\]"),
+    ('+loss_schedule.l1=0.1', r"must be a list of \[update, weight\] pairs"),
+    ('+loss_schedule.l1=[[10,0.1],[5,1.0]]', r"strictly increasing"),
+    ('+loss_schedule.l1=[[10,0.0]]', r"must be > 0"),
+])
+def test_loss_schedule_errors_are_clear(embedded_music, override, message):
+    with pytest.raises(ValueError, match=message):
+        make_solver([override])
+
+
 def test_radius_reading_squares_the_bandwidths(embedded_music):
     assert make_solver(['mmd.bandwidth_unit=radius']).loss_options['bandwidths'] == pytest.approx(
         [0.01, 1., 25., 100., 400., 2500.])
