@@ -19,7 +19,7 @@ GRID_NAMES = sorted(m.name for m in pkgutil.iter_modules(grids.__path__) if not 
                     and m.name != 'local')
 EXPECTED = {'mmd_sweep': 18, 'delay_ablation': 15, 'kernel_ablation': 15, 'estimator_ablation': 18,
             'schedule_ablation': 6, 'reproduction': 21, 'long_training': 9, 'factorization_gap': 18,
-            'real_music': 6, 'objective_ablation': 27}
+            'real_music': 6, 'objective_ablation': 27, 'small_tokenizer': 12}
 
 
 def test_every_grid_is_listed():
@@ -166,3 +166,15 @@ def test_paper_scale_sweep_is_in_the_authors_units_and_ablations_keep_paper_v1(m
     for xp in grid_xps('estimator_ablation'):
         assert (xp.cfg.mmd.normalization, xp.cfg.mmd.schedule, xp.cfg.mmd.warmup.steps) == ('samples', 'per_step',
                                                                                             2000)
+
+
+def test_small_tokenizer_tries_the_l1_schedule_and_l1_0_3_at_weight_0_on_both_datasets(monkeypatch):
+    set_scale(monkeypatch, True)
+    xps = grid_xps('small_tokenizer')
+    assert {(str(xp.cfg.datasource.train), float(xp.cfg.mmd.weight)) for xp in xps} == {
+        ('egs/real_music/train', 0.), ('egs/embedded_music/train', 0.)}
+    settings = {(float(xp.cfg.losses.l1), str(xp.cfg.loss_schedule.get('l1'))) for xp in xps}
+    assert settings == {(1., '[[300, 0.1]]'), (0.3, 'None')}
+    set_scale(monkeypatch, False)
+    with pytest.raises(ValueError, match="--small"):
+        grid_xps('small_tokenizer')
