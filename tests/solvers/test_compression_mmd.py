@@ -232,6 +232,9 @@ def test_loss_schedule_changes_the_balanced_weight_at_the_listed_update(embedded
     assert [m['loss_weight_l1'] for m in metrics] == weights
     for m, weight in zip(metrics, weights):
         assert float(m['g_loss']) == pytest.approx(weight * float(m['l1']), rel=1e-6)
+    # Updates count over the whole run (epoch and index, so a resumed run is on schedule): epoch 2 is past update 3.
+    solver.history.append({})
+    assert solver.run_step(0, x, {})['loss_weight_l1'] == 0.5
     # Valid and evaluate are not training: the balancer is not used there and nothing is logged.
     solver.model.eval()
     solver._current_stage = 'valid'
