@@ -170,10 +170,15 @@ def parse_loss_schedule(schedule: tp.Any, balanced: tp.Dict[str, float]) -> tp.D
         updates = [update for update, _ in pairs]
         if not pairs or updates[0] < 0 or any(b <= a for a, b in zip(updates, updates[1:])):
             raise ValueError(f"loss_schedule.{name}={steps!r}: the updates must be >= 0 and strictly increasing.")
-        if any(weight <= 0 for _, weight in pairs):
-            raise ValueError(f"loss_schedule.{name}={steps!r}: the weights must be > 0 (AudioCraft's balancer needs a "
-                             "positive total); use a small weight to all but turn a loss off.")
+        if any(weight < 0 for _, weight in pairs):
+            raise ValueError(f"loss_schedule.{name}={steps!r}: the weights must be >= 0.")
         parsed[name] = pairs
+    # AudioCraft's balancer divides by the sum of the weights: it must stay > 0 at every listed update.
+    for update in sorted({0} | {start for pairs in parsed.values() for start, _ in pairs}):
+        weights = {**balanced, **scheduled_loss_weights(parsed, balanced, update)}
+        if sum(weights.values()) <= 0:
+            raise ValueError(f"loss_schedule: from update {update} every balanced loss has weight 0 ({weights}); "
+                             "AudioCraft's balancer needs a positive total. Keep one loss above 0 there.")
     return parsed
 
 

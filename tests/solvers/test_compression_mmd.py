@@ -251,11 +251,22 @@ def test_no_loss_schedule_logs_nothing_and_keeps_audiocraft_weights(embedded_mus
     ('+loss_schedule.msspec=[[10,1.0]]', r"only the balanced losses can be scheduled.*\['l1'\]"),
     ('+loss_schedule.l1=0.1', r"must be a list of \[update, weight\] pairs"),
     ('+loss_schedule.l1=[[10,0.1],[5,1.0]]', r"strictly increasing"),
-    ('+loss_schedule.l1=[[10,0.0]]', r"must be > 0"),
+    ('+loss_schedule.l1=[[10,-0.1]]', r"must be >= 0"),
+    ('+loss_schedule.l1=[[10,0.0]]', r"from update 10 every balanced loss has weight 0.*Keep one loss above 0"),
 ])
 def test_loss_schedule_errors_are_clear(embedded_music, override, message):
     with pytest.raises(ValueError, match=message):
         make_solver([override])
+
+
+def test_loss_schedule_turns_a_loss_off_while_another_stays_balanced(embedded_music):
+    solver = make_solver(['losses.msspec=1', '+loss_schedule.l1=[[1,0.0]]', 'mmd.weight=0'])
+    x = train_batch(solver)
+    first, second = solver.run_step(0, x, {}), solver.run_step(1, x, {})
+    assert first['loss_weight_l1'] == 1. and second['loss_weight_l1'] == 0.
+    # Without gradient balancing the effective loss is the weighted sum: l1 is out of it from update 1 on.
+    assert float(first['g_loss']) == pytest.approx(float(first['l1']) + float(first['msspec']), rel=1e-6)
+    assert float(second['g_loss']) == pytest.approx(float(second['msspec']), rel=1e-6)
 
 
 def test_radius_reading_squares_the_bandwidths(embedded_music):
