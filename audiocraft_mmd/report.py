@@ -319,8 +319,10 @@ def _plot_term_against_dependence(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.A
     """Per tokenizer XP with the term on, its valid term against its codes' valid TC - shuffled over training, one
     point per epoch joined in order (does the term track the dependence?), one panel per seed; None when no XP of
     `groups` has a back-propagated term."""
-    series: tp.Dict[int, tp.List[tp.Tuple[str, tp.List[float], tp.List[float]]]] = OrderedDict()
+    series: tp.Dict[int, tp.List[tp.Tuple[str, str, tp.List[float], tp.List[float]]]] = OrderedDict()
     labels = distinct_parts(list(groups))
+    # one colour per setting in every panel, whichever settings a seed's panel lacks
+    colours = {setting: f'C{i % 10}' for i, setting in enumerate(groups)}
     for setting, rows in groups.items():
         for r in rows:
             if 'mmd' not in r['cfg'] or float(r['cfg'].mmd.weight) <= 0:
@@ -329,13 +331,14 @@ def _plot_term_against_dependence(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.A
                       if {'codes_tc_excess', 'mmd'} <= set(epoch.get('valid', {}))]
             if points:
                 series.setdefault(int(r['cfg'].seed), []).append(
-                    (f"{labels[setting][:60]} ({r['sig']})", [x for x, _ in points], [y for _, y in points]))
+                    (f"{labels[setting][:60]} ({r['sig']})", colours[setting], [x for x, _ in points],
+                     [y for _, y in points]))
     if not series:
         return None
     fig, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 4), squeeze=False)
     for ax, (seed, lines) in zip(axes[0], series.items()):
-        for label, xs, ys in lines:
-            ax.plot(xs, [max(y, 1e-12) for y in ys], marker='o', markersize=3, label=label)
+        for label, colour, xs, ys in lines:
+            ax.plot(xs, [max(y, 1e-12) for y in ys], marker='o', markersize=3, label=label, color=colour)
             ax.annotate('end', (xs[-1], max(ys[-1], 1e-12)), fontsize=6)
         ax.set_yscale('log')
         ax.set_xlabel("codes: delay-aligned TC - shuffled (bits, valid)")

@@ -10,3 +10,34 @@ def test_legend_labels_keep_only_what_differs_between_settings():
                                         settings[1]: 'tokenizer[mmd.weight=3.0 mmd.warmup.guard=0.1]'}
     assert distinct_parts(['seed=1 a']) == {'seed=1 a': 'seed=1 a'}  # one setting: nothing to drop
     assert distinct_parts(['a b', 'a b c']) == {'a b': 'a b', 'a b c': 'c'}  # nothing left: the whole setting
+
+
+def test_term_plot_gives_a_setting_one_colour_in_every_seed_panel(tmp_path):
+    # seed 2025's panel lacks the first setting: its second setting must keep the colour it has in seed 2024's panel
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from omegaconf import OmegaConf
+    from audiocraft_mmd import report
+
+    def row(seed: int, weight: float, sig: str) -> dict:
+        history = [{'valid': {'codes_tc_excess': 0.3 - 0.01 * e, 'mmd': 1e-3 * (e + 1)}} for e in range(3)]
+        return {'cfg': OmegaConf.create({'seed': seed, 'mmd': {'weight': weight}}), 'history': history, 'sig': sig}
+
+    groups = {'mmd.weight=1.0': [row(2024, 1., 'aaaa0001')],
+              'mmd.weight=1.0 mmd.warmup.guard=0.1': [row(2024, 1., 'aaaa0002'), row(2025, 1., 'aaaa0003')]}
+    figures = []
+
+    class KeepOpen:  # pyplot, except that the figure stays readable after the plot function closes it
+        def __getattr__(self, name):
+            return getattr(plt, name)
+
+        def close(self, fig):
+            figures.append(fig)
+
+    assert report._plot_term_against_dependence(groups, tmp_path, KeepOpen()) == tmp_path / 'term_vs_tc.png'
+    panels = figures[0].axes[:2]
+    colours = [{line.get_label().split(' (')[-1].rstrip(')'): line.get_color() for line in ax.get_lines()}
+               for ax in panels]
+    assert set(colours[1]) == {'aaaa0003'}
+    assert colours[1]['aaaa0003'] == colours[0]['aaaa0002'] != colours[0]['aaaa0001']
