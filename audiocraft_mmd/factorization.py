@@ -15,11 +15,12 @@ the same frozen h until their held-out NLL stops improving (early stopping on a 
 
 Their NLL difference on tuples they were not fitted on, in bits per frame summed over the codebooks, is the
 estimated cost of the factorization (0 if the tuple's entries are independent given h), with a 95% bootstrap
-interval over segments; a cost whose interval holds 0 is read as "not detected, below X". By default the heads are
-cross-fitted on valid segments the LM never trained on (one half of the pieces scores the other); `--fit train`
+interval over time blocks; a cost whose interval holds 0 is read as "not detected, below X". By default the heads
+are cross-fitted on valid segments the LM never trained on (one half of the pieces scores the other); `--fit train`
 fits them on train segments (an LM leaves less dependence on what it memorised: that reads the cost low). Early
-stopping holds out whole segments. It is an estimate with this head class: a dependence the chained head cannot
-represent (three-way, or a pairwise one that changes with h) is not counted. Known answers
+stopping and the bootstrap work on whole time blocks of a piece (one segment long): random segments of one piece
+overlap, and a frame held out in one segment but fitted in another would reward memorising. It is an estimate
+with this head class: a dependence the chained head cannot (three-way, or a pairwise one that changes with h) is not counted. Known answers
 (tests/test_factorization.py): independent tuples give about 0, a copied codebook its entropy, the interval covers
 a noisy copy's true cost, and a dependence through h only is not detected.
 
@@ -94,18 +95,19 @@ class TupleHeads(nn.Module):
 def held_out_split(groups: torch.Tensor, generator: torch.Generator,
                    fraction: float = 0.1) -> tp.Tuple[torch.Tensor, torch.Tensor]:
     """Indices (fit, held out) with whole groups held out: about `fraction` of the rows, at least one group, and
-    at least one group left to fit on. Neighbouring frames of one segment are nearly copies of each other: a split
-    by row would put them on both sides, and early stopping would then reward memorising.
+    at least one group left to fit on. Neighbouring frames of a piece are nearly copies of each other, and random
+    segments of one piece overlap: a split by row or by segment would put the same music on both sides, and early
+    stopping would then reward memorising (`time_blocks` gives groups that do not).
 
     Args:
-        groups (torch.Tensor): group id per row [N] (a segment, or a piece).
+        groups (torch.Tensor): group id per row [N] (a time block of a piece, or a piece).
         generator (torch.Generator): seeds the choice of groups.
     Returns:
         Row indices to fit on, and row indices held out.
     """
     names, inverse, counts = torch.unique(groups, return_inverse=True, return_counts=True)
     if len(names) < 2:
-        raise ValueError("the held-out split needs rows from at least 2 groups (segments): collect more clips")
+        raise ValueError("the held-out split needs rows from at least 2 groups (time blocks): collect more clips")
     held = torch.zeros(len(names), dtype=torch.bool)
     total = 0
     for index in torch.randperm(len(names), generator=generator).tolist():
@@ -130,8 +132,8 @@ def fit_heads(heads: TupleHeads, h: torch.Tensor, tuples: torch.Tensor, paramete
         tuples (torch.Tensor): integer tuples [N, K].
         parameters: the parameters to train.
         seed (int): seed of the split and the batch order.
-        groups (torch.Tensor, optional): segment of each tuple [N]: whole segments are held out (None: each tuple
-            is its own group, for independent synthetic tuples).
+        groups (torch.Tensor, optional): group of each tuple [N] (`time_blocks`): whole groups are held out
+            (None: each tuple is its own group, for independent synthetic tuples).
     Returns:
         The number of epochs run, and the best held-out NLL (nats, summed over codebooks).
     """
@@ -168,7 +170,7 @@ def fit_pair(h_train: torch.Tensor, tuples_train: torch.Tensor, cardinality: int
     """Fit the independent heads (from `init`, the LM's own heads, when given), then the chained heads' tables on
     top of them with the linear maps frozen: the chained heads differ from the independent ones only by what the
     tuple's earlier entries tell (through full pairwise tables, or tables of rank `rank`). The tables are fitted at
-    each of `table_lrs` and the fit with the best held-out NLL (whole segments held out, see `fit_heads`) is kept.
+    each of `table_lrs` and the fit with the best held-out NLL (whole groups held out, see `fit_heads`) is kept.
 
     Returns:
         The independent heads, the chained heads, and the epochs each fit ran (and the table learning rate kept).
@@ -205,8 +207,8 @@ def tuple_nll_bits(heads: TupleHeads, h: torch.Tensor, tuples: torch.Tensor) -> 
 
 def bootstrap_interval(values: torch.Tensor, groups: torch.Tensor, resamples: int = 1000, seed: int = 0,
                        level: float = 0.95) -> tp.Tuple[float, float]:
-    """Percentile bootstrap interval of the mean of per-tuple `values`, resampling whole groups (segments: the
-    tuples of one segment are not independent draws).
+    """Percentile bootstrap interval of the mean of per-tuple `values`, resampling whole groups (time blocks of a
+    piece: neighbouring tuples are not independent draws).
 
     Args:
         values (torch.Tensor): one value per tuple [N].
@@ -226,7 +228,7 @@ def bootstrap_interval(values: torch.Tensor, groups: torch.Tensor, resamples: in
 
 def _summarize(result: tp.Dict[str, tp.Any], nll_independent: torch.Tensor, nll_chained: torch.Tensor,
                groups: torch.Tensor, seed: int) -> tp.Dict[str, tp.Any]:
-    """The per-frame NLLs of both heads, the cost, its interval (segments resampled) and its reading."""
+    """The per-frame NLLs of both heads, the cost, its interval (groups resampled) and its reading."""
     for name, nll in (('independent', nll_independent), ('chained', nll_chained)):
         per_codebook = nll.mean(0).tolist()
         result[f'nll_{name}_bits'] = sum(per_codebook)
@@ -240,10 +242,15 @@ def _summarize(result: tp.Dict[str, tp.Any], nll_independent: torch.Tensor, nll_
 
 
 def describe_cost(cost: float, low: float, high: float) -> str:
-    """A cost as it may be claimed: with its interval, or as a bound when the interval includes 0."""
+    """A cost as it may be claimed: with its interval, or as a bound when the interval includes 0. An interval
+    wholly below 0 bounds nothing: the true cost is never negative, so the chained heads' tables fitted one piece's
+    dependence that the scored music does not share (the estimate is biased low there)."""
     if low > 0:
         return f"{cost:.3f} bits/frame (95% CI {low:.3f} to {high:.3f})"
-    return f"not detected, below {max(high, 0.):.3f} bits/frame (95% CI {low:.3f} to {high:.3f})"
+    if high < 0:
+        return (f"not detected, no bound: the chained heads score worse on unseen music, {cost:.3f} bits/frame "
+                f"(95% CI {low:.3f} to {high:.3f})")
+    return f"not detected, below {high:.3f} bits/frame (95% CI {low:.3f} to {high:.3f})"
 
 
 def factorization_cost(h_train: torch.Tensor, tuples_train: torch.Tensor, h_valid: torch.Tensor,
@@ -255,11 +262,11 @@ def factorization_cost(h_train: torch.Tensor, tuples_train: torch.Tensor, h_vali
     """Fit both heads on the train contexts (`fit_pair`) and score them on the valid ones.
 
     Args:
-        groups_train, groups_valid (torch.Tensor, optional): segment of each tuple: the held-out split and the
-            bootstrap resample whole segments (None: each tuple on its own).
+        groups_train, groups_valid (torch.Tensor, optional): group of each tuple (`time_blocks`): the held-out
+            split and the bootstrap resample whole groups (None: each tuple on its own).
     Returns:
         `nll_independent_bits`, `nll_chained_bits` (per frame, summed over codebooks), `cost_bits` (their
-        difference), `cost_bits_ci95` (bootstrap over valid segments), `detected`, `reading`, the per-codebook
+        difference), `cost_bits_ci95` (bootstrap over valid groups), `detected`, `reading`, the per-codebook
         values, and the epochs each fit ran.
     """
     result: tp.Dict[str, tp.Any] = {'train_tuples': len(h_train), 'valid_tuples': len(h_valid), 'seed': seed,
@@ -272,7 +279,7 @@ def factorization_cost(h_train: torch.Tensor, tuples_train: torch.Tensor, h_vali
                       tuple_nll_bits(chained, h_valid, tuples_valid), groups, seed)
 
 
-def crossfit_cost(h: torch.Tensor, tuples: torch.Tensor, pieces: torch.Tensor, segments: torch.Tensor,
+def crossfit_cost(h: torch.Tensor, tuples: torch.Tensor, pieces: torch.Tensor, groups: torch.Tensor,
                   cardinality: int, seed: int = 0, init: tp.Optional[tp.Sequence[nn.Linear]] = None,
                   **kwargs: tp.Any) -> tp.Dict[str, tp.Any]:
     """The cost on data the LM never trained on: the pieces are split in two halves; heads fitted on one half
@@ -282,7 +289,8 @@ def crossfit_cost(h: torch.Tensor, tuples: torch.Tensor, pieces: torch.Tensor, s
         h, tuples: contexts [N, D] and tuples [N, K] of (valid) segments.
         pieces (torch.Tensor): piece (audio file) of each tuple [N]: the halves never share one (segments of one
             piece overlap).
-        segments (torch.Tensor): segment of each tuple [N]: held-out splits and the bootstrap resample them.
+        groups (torch.Tensor): group of each tuple [N] (`time_blocks`): held-out splits and the bootstrap
+            resample whole groups.
     Returns:
         As `factorization_cost`, with `fit: 'crossfit'`.
     """
@@ -301,11 +309,11 @@ def crossfit_cost(h: torch.Tensor, tuples: torch.Tensor, pieces: torch.Tensor, s
         fit_rows = torch.isin(pieces, fit_pieces)
         score_rows = torch.isin(pieces, score_pieces)
         independent, chained, info = fit_pair(h[fit_rows], tuples[fit_rows], cardinality, seed=seed + fold,
-                                              init=init, groups=segments[fit_rows], **kwargs)
+                                              init=init, groups=groups[fit_rows], **kwargs)
         nll_independent[score_rows] = tuple_nll_bits(independent, h[score_rows], tuples[score_rows])
         nll_chained[score_rows] = tuple_nll_bits(chained, h[score_rows], tuples[score_rows])
         result['folds'].append({'fit_tuples': int(fit_rows.sum()), 'scored_tuples': int(score_rows.sum()), **info})
-    return _summarize(result, nll_independent, nll_chained, segments, seed)
+    return _summarize(result, nll_independent, nll_chained, groups, seed)
 
 
 def step_tuple_delays(lm: tp.Any) -> tp.List[int]:
@@ -320,7 +328,8 @@ def step_tuple_delays(lm: tp.Any) -> tp.List[int]:
 
 @torch.no_grad()
 def lm_contexts(lm: tp.Any, tokens: torch.Tensor, condition_tensors: tp.Any,
-                counts: tp.Optional[tp.Sequence[int]] = None) -> tp.Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                counts: tp.Optional[tp.Sequence[int]] = None
+                ) -> tp.Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Contexts h and the one-step tuples they predict, for the codes `tokens` [B, K, T] of a frozen LM.
 
     Args:
@@ -331,7 +340,7 @@ def lm_contexts(lm: tp.Any, tokens: torch.Tensor, condition_tensors: tp.Any,
             zero-padded): tuples holding a padded frame are left out.
     Returns:
         h [N, D] (the transformer output feeding the LM's per-codebook linears), tuples [N, K], one row per
-        complete tuple (q_1[t - d_1], ..., q_K[t - d_K]), and the batch item of each row [N].
+        complete tuple (q_1[t - d_1], ..., q_K[t - d_K]), the batch item of each row [N], and its frame t [N].
     """
     delays = step_tuple_delays(lm)
     captured: tp.List[torch.Tensor] = []
@@ -362,15 +371,32 @@ def lm_contexts(lm: tp.Any, tokens: torch.Tensor, condition_tensors: tp.Any,
             raise RuntimeError("The LM's pattern does not predict its one-step tuple from one context.")
     tuples = torch.stack([tokens[:, k, times - delays[k]] for k in range(K)], dim=-1)[valid]  # [N, K]
     items = torch.arange(B)[:, None].expand(B, len(times))[valid]
-    return contexts[0], tuples, items
+    return contexts[0], tuples, items, times[None, :].expand(B, len(times))[valid]
+
+
+def time_blocks(pieces: torch.Tensor, frames: torch.Tensor, block: int) -> torch.Tensor:
+    """Group of each tuple: the block of `block` frames of its piece that its frame falls in. Random segments of
+    one piece overlap, so the same frame comes back in several segments: grouped by segment it could be held out in
+    one and fitted in another; grouped by its time in the piece it never is.
+
+    Args:
+        pieces (torch.Tensor): piece of each tuple [N].
+        frames (torch.Tensor): frame of each tuple in its piece (segment start + frame in the segment) [N].
+        block (int): frames per block (the segment's length: a segment spans at most 2 blocks).
+    Returns:
+        Group ids 0..G-1 [N].
+    """
+    keys = torch.stack([pieces.long(), torch.div(frames.long(), block, rounding_mode='floor')], dim=1)
+    return torch.unique(keys, dim=0, return_inverse=True)[1]
 
 
 class Collected(tp.NamedTuple):
-    """Contexts [N, D], tuples [N, K], and for each tuple its segment and its piece (audio file) [N]."""
+    """Contexts [N, D], tuples [N, K], and for each tuple its piece (audio file) and its time block in the piece
+    (`time_blocks`) [N]."""
     h: torch.Tensor
     tuples: torch.Tensor
-    segments: torch.Tensor
     pieces: torch.Tensor
+    blocks: torch.Tensor
 
 
 def collect(musicgen: tp.Any, manifest: str, segment_duration: float, clips: int, batch_size: int = 8,
@@ -395,23 +421,25 @@ def collect(musicgen: tp.Any, manifest: str, segment_duration: float, clips: int
     random.seed(seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=dataset.collater)
     lm, device = musicgen.lm, musicgen.device
-    h_all, tuples_all, segments_all, pieces_all = [], [], [], []
+    h_all, tuples_all, pieces_all, frames_all = [], [], [], []
     piece_ids: tp.Dict[str, int] = {}
-    segment = 0
+    frame_rate = musicgen.compression_model.frame_rate
     for audio, infos in loader:
         tokens, _ = musicgen.compression_model.encode(audio.to(device))
         attributes = [info.to_condition_attributes() for info in infos]
         condition_tensors = lm.condition_provider(lm.condition_provider.tokenize(attributes))
-        counts = valid_token_counts((audio, infos), torch.ones_like(tokens, dtype=torch.bool),
-                                    musicgen.compression_model.frame_rate)
-        h, tuples, items = lm_contexts(lm, tokens, condition_tensors, counts)
+        counts = valid_token_counts((audio, infos), torch.ones_like(tokens, dtype=torch.bool), frame_rate)
+        h, tuples, items, frames = lm_contexts(lm, tokens, condition_tensors, counts)
+        items = items.cpu()
         pieces = torch.tensor([piece_ids.setdefault(str(info.meta.path), len(piece_ids)) for info in infos])
+        starts = torch.tensor([round(info.seek_time * frame_rate) for info in infos])
         h_all.append(h.float().cpu())
         tuples_all.append(tuples.cpu())
-        segments_all.append(items.cpu() + segment)
-        pieces_all.append(pieces[items.cpu()])
-        segment += len(infos)
-    return Collected(torch.cat(h_all), torch.cat(tuples_all), torch.cat(segments_all), torch.cat(pieces_all))
+        pieces_all.append(pieces[items])
+        frames_all.append(starts[items] + frames.cpu())
+    pieces = torch.cat(pieces_all)
+    block = max(1, round(segment_duration * frame_rate))
+    return Collected(torch.cat(h_all), torch.cat(tuples_all), pieces, time_blocks(pieces, torch.cat(frames_all), block))
 
 
 FIT_MODES = ('crossfit', 'train')
@@ -421,7 +449,7 @@ def measure(model: str, clips: int = 256, valid_clips: tp.Optional[int] = None, 
             train_manifest: tp.Optional[str] = None, valid_manifest: tp.Optional[str] = None,
             device: tp.Optional[str] = None, rank: tp.Optional[int] = None, fit: str = 'crossfit'
             ) -> tp.Dict[str, tp.Any]:
-    """The factorization cost of an LM (export folder or LM XP), with a 95% interval over valid segments.
+    """The factorization cost of an LM (export folder or LM XP), with a 95% interval over valid time blocks.
 
     Args:
         fit (str): 'crossfit' (default): the heads are fitted on valid segments the LM never trained on, one half
@@ -454,13 +482,13 @@ def measure(model: str, clips: int = 256, valid_clips: tp.Optional[int] = None, 
     if fit == 'crossfit':
         valid = collect(musicgen, manifests['valid'], segment, valid_clips or clips, seed=seed)
         train = collect(musicgen, manifests['train'], segment, max(1, clips // 4), seed=seed)  # for the LM's gap
-        result = crossfit_cost(valid.h, valid.tuples, valid.pieces, valid.segments, lm.card, seed=seed, init=init,
+        result = crossfit_cost(valid.h, valid.tuples, valid.pieces, valid.blocks, lm.card, seed=seed, init=init,
                                rank=rank)
     else:
         train = collect(musicgen, manifests['train'], segment, clips, seed=seed)
         valid = collect(musicgen, manifests['valid'], segment, valid_clips or max(1, clips // 4), seed=seed)
         result = factorization_cost(train.h, train.tuples, valid.h, valid.tuples, lm.card, seed=seed, init=init,
-                                    rank=rank, groups_train=train.segments, groups_valid=valid.segments)
+                                    rank=rank, groups_train=train.blocks, groups_valid=valid.blocks)
         result['fit'] = 'train'
     lm_heads = TupleHeads(train.h.shape[1], train.tuples.shape[1], lm.card, chained=False, init=init)
     result['lm_nll_train_bits'] = float(tuple_nll_bits(lm_heads, train.h, train.tuples).sum(1).mean())

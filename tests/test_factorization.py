@@ -6,7 +6,7 @@ import torch
 from torch.nn import functional as F
 
 from audiocraft_mmd.factorization import (bootstrap_interval, crossfit_cost, describe_cost, factorization_cost,
-                                          held_out_split, lm_contexts)
+                                          held_out_split, lm_contexts, time_blocks)
 
 CARD = 8
 # Tolerance: heads fit on 6000 tuples and scored on 3000. Measured here over seeds 0-2: independent tuples gave
@@ -89,20 +89,21 @@ def test_contexts_of_a_real_delay_lm_are_one_per_tuple(one_thread, fuser):
     tokens = torch.randint(0, lm.card, (2, K, 20))
     attributes = [ConditioningAttributes(text={'description': 'a chorale'}) for _ in range(2)]
     conditions = lm.condition_provider(lm.condition_provider.tokenize(attributes))
-    h, tuples, items = lm_contexts(lm, tokens, conditions)
+    h, tuples, items, frames = lm_contexts(lm, tokens, conditions)
     assert tuples.shape == (2 * (20 - (K - 1)), K) and h.shape[0] == tuples.shape[0]
     assert items.tolist() == [0] * (20 - (K - 1)) + [1] * (20 - (K - 1))
+    assert frames.tolist() == list(range(K - 1, 20)) * 2  # the step t of each tuple, whose last entry is q_1[t]
     assert torch.equal(tuples[0], torch.tensor([tokens[0, k, K - 1 - k] for k in range(K)]))
     # h of the tuple at t is the LM's output that predicts it: the LM's own logits for q_1[t] and q_4[t - 3]
     output = lm.compute_predictions(tokens, [], conditions)
     torch.testing.assert_close(lm.linears[0](h[:1])[0], output.logits[0, 0, K - 1])
     torch.testing.assert_close(lm.linears[K - 1](h[:1])[0], output.logits[0, K - 1, 0])
     # A segment padded after its 10th frame: its tuples holding a padded frame (t >= 10) are left out.
-    h, tuples, items = lm_contexts(lm, tokens, conditions, counts=[10, 20])
+    h, tuples, items, _ = lm_contexts(lm, tokens, conditions, counts=[10, 20])
     assert items.tolist() == [0] * (10 - (K - 1)) + [1] * (20 - (K - 1))
 
 
-def test_held_out_rows_are_whole_segments():
+def test_held_out_rows_are_whole_groups():
     segments = torch.arange(1000) // 50  # 20 segments of 50 tuples
     fit, held = held_out_split(segments, torch.Generator().manual_seed(0))
     assert set(segments[fit].tolist()).isdisjoint(segments[held].tolist())
@@ -117,6 +118,29 @@ def test_bootstrap_interval_resamples_segments_and_a_cost_is_read_as_a_bound_whe
     assert 0. <= low < 1.5 < high <= 3.  # four segments: the mean 1.5 can land anywhere between their values
     assert describe_cost(0.02, -0.01, 0.04) == "not detected, below 0.040 bits/frame (95% CI -0.010 to 0.040)"
     assert describe_cost(0.5, 0.4, 0.6).startswith("0.500 bits/frame")
+    # wholly below 0 (a true cost never is): no bound, and never "below 0.000"
+    reading = describe_cost(-0.017, -0.024, -0.010)
+    assert reading.startswith("not detected, no bound") and "below" not in reading and "-0.017" in reading
+
+
+def test_time_blocks_keep_a_frame_of_overlapping_segments_on_one_side_of_the_split():
+    # Two pieces; 40 random segments of 200 frames each from a 1000-frame piece: every frame is in several segments.
+    # Grouped by segment, a held-out split puts the same (piece, frame) on both sides; grouped by time block, never.
+    g = torch.Generator().manual_seed(0)
+    starts = torch.randint(0, 800, (40,), generator=g)
+    pieces = (torch.arange(40) % 2).repeat_interleave(200)
+    frames = (starts[:, None] + torch.arange(200)).flatten()
+    segments = torch.arange(40).repeat_interleave(200)
+    blocks = time_blocks(pieces, frames, 200)
+    assert blocks.max() + 1 == len({(p, f // 200) for p, f in zip(pieces.tolist(), frames.tolist())}) <= 10
+
+    def leaked(groups):
+        fit, held = held_out_split(groups, torch.Generator().manual_seed(0))
+        seen = set(zip(pieces[fit].tolist(), frames[fit].tolist()))
+        return sum((p, f) in seen for p, f in zip(pieces[held].tolist(), frames[held].tolist()))
+
+    assert leaked(segments) > 0
+    assert leaked(blocks) == 0
 
 
 def noisy_copy(n, p, seed):
