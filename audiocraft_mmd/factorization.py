@@ -20,9 +20,10 @@ are cross-fitted on valid segments the LM never trained on (one half of the piec
 fits them on train segments (an LM leaves less dependence on what it memorised: that reads the cost low). Early
 stopping and the bootstrap work on whole time blocks of a piece (one segment long): random segments of one piece
 overlap, and a frame held out in one segment but fitted in another would reward memorising. It is an estimate
-with this head class: a dependence the chained head cannot (three-way, or a pairwise one that changes with h) is not counted. Known answers
-(tests/test_factorization.py): independent tuples give about 0, a copied codebook its entropy, the interval covers
-a noisy copy's true cost, and a dependence through h only is not detected.
+with this head class: a dependence the chained head cannot represent (three-way, or a pairwise one that changes
+with h) is not counted. Known answers (tests/test_factorization.py): independent tuples give about 0, a copied
+codebook its entropy, the interval covers a noisy copy's true cost, and a dependence through h only is not
+detected.
 
     python -m audiocraft_mmd.factorization LM_EXPORT_FOLDER [--clips 256] [--out result.json]
     python -m audiocraft_mmd.factorization LM_SIG... | GRID [--small|--small_v1] [--epoch N] [--rank R] [--fit train]
