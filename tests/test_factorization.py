@@ -207,3 +207,18 @@ def test_crossfit_scores_each_piece_with_heads_that_never_saw_it(one_thread):
     assert result['cost_bits'] == pytest.approx(math.log2(CARD), abs=TOLERANCE) and result['detected']
     with pytest.raises(ValueError, match='at least 2 pieces'):
         crossfit_cost(h, tuples, torch.zeros(9000, dtype=torch.long), segments, CARD)
+
+
+def test_crossfit_on_pairings_of_its_own_pieces_names_the_train_fit(one_thread):
+    # Each of 4 pieces pairs codebook 2 with codebook 0 through its own permutation: the tables fitted on two
+    # pieces learn pairings the other two do not share, so the chained heads score worse there than the
+    # independent ones (an interval wholly below 0, as 3 of 6 LMs read on the embedded 4-piece valid split).
+    h, g = contexts(6000)
+    tuples = torch.randint(0, CARD, (6000, 4), generator=g)
+    pieces, segments = torch.arange(6000) // 1500, torch.arange(6000) // 50
+    for piece in range(4):
+        rows = pieces == piece
+        tuples[rows, 2] = torch.randperm(CARD, generator=g)[tuples[rows, 0]]
+    result = crossfit_cost(h, tuples, pieces, segments, CARD)
+    assert result['cost_bits_ci95'][1] < 0 and not result['detected']
+    assert result['reading'].startswith('not detected, no bound') and '--fit train' in result['reading']
