@@ -317,9 +317,9 @@ def crossfit_cost(h: torch.Tensor, tuples: torch.Tensor, pieces: torch.Tensor, g
     result = _summarize(result, nll_independent, nll_chained, groups, seed)
     if result['cost_bits_ci95'][1] < 0:
         # Measured on the embedded valid split (4 pieces, 2 per half): 3 of 6 LMs read so (docs/RESULTS.md).
-        result['reading'] += (f"; each half's tables were fitted on {len(halves[0])} or {len(halves[1])} pieces and "
-                              "learned pairings the other half does not share: with few valid pieces, fit on train "
-                              "segments (--fit train)")
+        per_half = ' or '.join(sorted({str(len(half)) for half in halves}))
+        result['reading'] += (f"; each half's tables were fitted on {per_half} pieces and learned pairings the other "
+                              "half does not share: with few valid pieces, fit on train segments (--fit train)")
     return result
 
 

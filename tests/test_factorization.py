@@ -222,3 +222,4 @@ def test_crossfit_on_pairings_of_its_own_pieces_names_the_train_fit(one_thread):
     result = crossfit_cost(h, tuples, pieces, segments, CARD)
     assert result['cost_bits_ci95'][1] < 0 and not result['detected']
     assert result['reading'].startswith('not detected, no bound') and '--fit train' in result['reading']
+    assert 'fitted on 2 pieces' in result['reading']
