@@ -2,7 +2,8 @@
 their units, with and without the usage guard (which weight is the largest that keeps every codebook in use?);
 and this project's best setting with the chosen codewords against the residuals after each stage (the authors'
 final stream), 3 seeds each. At small scale the authors' weights are 0.1, 1 and 10 on `encodec_mmd_small_v2`
-(`--small`), and 100, 1000 and 10000 on `encodec_mmd_small` (`--small_v1`, the first runs in RESULTS.md).
+(`--small`; 100 with the guard only), and 100, 1000 and 10000 on `encodec_mmd_small` (`--small_v1`, the first
+runs in RESULTS.md).
 
     python -m grids.local objective_ablation --small -j 2 num_threads=1
     python -m audiocraft_mmd.report objective_ablation --small --per-xp --per-epoch valid/codes_tc_excess
@@ -20,6 +21,9 @@ from ._explorers import CompressionMMDExplorer
 # on v2 the grid bisects downward: per unit weight the term already pulls the encoder 4-7 times harder than the
 # reconstruction losses on its step
 AUTHORS_WEIGHTS = {'small_v1': [100., 1000., 10000.], 'small': [0.1, 1., 10.], 'paper': [300., 1000., 3000.]}
+# with the guard, weight 10 kept every codebook of v2 in use where unguarded it collapsed them (RESULTS.md): the
+# guarded sweep goes one step further to find where the guard stops holding
+GUARDED_ONLY_WEIGHTS = {'small_v1': [], 'small': [100.], 'paper': []}
 GUARD = 0.1
 BEST = {'small': COMPARED_SETTINGS['small'][1], 'paper': {'mmd': 'dhsic_guarded'}}
 
@@ -33,6 +37,8 @@ def explorer(launcher):
             launcher({'seed': seed, 'mmd.weight': 0.})
             for weight in AUTHORS_WEIGHTS[scale]:
                 launcher({'seed': seed, 'mmd': 'authors', 'mmd.weight': weight})
+                launcher({'seed': seed, 'mmd': 'authors', 'mmd.weight': weight, 'mmd.warmup.guard': GUARD})
+            for weight in GUARDED_ONLY_WEIGHTS[scale]:
                 launcher({'seed': seed, 'mmd': 'authors', 'mmd.weight': weight, 'mmd.warmup.guard': GUARD})
             best = BEST['paper' if scale == 'paper' else 'small']
             launcher({'seed': seed, **best})
