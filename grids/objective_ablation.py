@@ -35,11 +35,11 @@ def explorer(launcher):
     with launcher.job_array():
         for seed in SEEDS:
             launcher({'seed': seed, 'mmd.weight': 0.})
-            for weight in AUTHORS_WEIGHTS[scale]:
-                launcher({'seed': seed, 'mmd': 'authors', 'mmd.weight': weight})
-                launcher({'seed': seed, 'mmd': 'authors', 'mmd.weight': weight, 'mmd.warmup.guard': GUARD})
-            for weight in GUARDED_ONLY_WEIGHTS[scale]:
-                launcher({'seed': seed, 'mmd': 'authors', 'mmd.weight': weight, 'mmd.warmup.guard': GUARD})
+            for weight in AUTHORS_WEIGHTS[scale] + GUARDED_ONLY_WEIGHTS[scale]:
+                authors = {'seed': seed, 'mmd': 'authors', 'mmd.weight': weight}
+                if weight not in GUARDED_ONLY_WEIGHTS[scale]:
+                    launcher(authors)
+                launcher({**authors, 'mmd.warmup.guard': GUARD})
             best = BEST['paper' if scale == 'paper' else 'small']
             launcher({'seed': seed, **best})
             launcher({'seed': seed, **best, 'mmd.stream': 'residual'})
