@@ -194,11 +194,13 @@ def markdown_table(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], per_xp: 
 
 
 def epoch_table(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], metric: str, fmt: str = '.2f') -> str:
-    """Markdown table of one logged metric ('stage/key', e.g. 'valid/codes_util_min') per XP and epoch."""
+    """Markdown table of one logged metric ('stage/key', e.g. 'valid/codes_util_min') per XP and epoch, under a
+    line naming the metric (values as the tables show them: the negated keys flipped back)."""
     stage, _, key = metric.partition('/')
     epochs = max((r['epochs'] for rows in groups.values() for r in rows), default=0)
     header = ['setting', 'XP, seed'] + [str(epoch) for epoch in range(1, epochs + 1)]
-    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    lines = [f'`{metric}` per epoch:', '',
+             '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for setting, rows in groups.items():
         for r in rows:
             values = [epoch.get(stage, {}).get(key) for epoch in r['history'] if 'train' in epoch]
@@ -210,7 +212,7 @@ def epoch_table(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], metric: str
 
 def plot(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], out: Path) -> tp.List[Path]:
     """Write weight plots (if the XPs differ in mmd.weight: TC - shuffled, SI-SNR and min utilization, mean and
-    std over seeds, one line per term variant) and one MI heatmap per setting; return the paths."""
+    std over seeds, one line per term variant) and one MI heatmap per XP; return the paths."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -247,9 +249,8 @@ def plot(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], out: Path) -> tp.L
     path = _plot_term_against_dependence(groups, out, plt)
     if path is not None:
         written.append(path)
-    for rows in groups.values():
-        row = rows[0]
-        if not row['mi']:
+    for row in (r for rows in groups.values() for r in rows):
+        if not row.get('mi'):
             continue
         k = max(max(pair) for pair in row['mi'])
         matrix = [[row['mi'].get((min(i, j), max(i, j)), math.nan) if i != j else math.nan

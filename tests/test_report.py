@@ -41,3 +41,34 @@ def test_term_plot_gives_a_setting_one_colour_in_every_seed_panel(tmp_path):
                for ax in panels]
     assert set(colours[1]) == {'aaaa0003'}
     assert colours[1]['aaaa0003'] == colours[0]['aaaa0002'] != colours[0]['aaaa0001']
+
+
+def test_epoch_table_names_its_metric_and_shows_negated_keys_flipped_back():
+    from omegaconf import OmegaConf
+    from audiocraft_mmd.report import epoch_table
+
+    def row(seed: int, sig: str, epochs: int) -> dict:
+        # evaluate's sisnr is logged negated (it is AudioCraft's loss); the table shows dB
+        history = [{'train': {}, 'evaluate': {'sisnr': -(1. + e)}} for e in range(epochs)]
+        return {'cfg': OmegaConf.create({'seed': seed}), 'history': history, 'sig': sig, 'epochs': epochs}
+
+    table = epoch_table({'w=0': [row(2024, 'aaaa0001', 3), row(2025, 'aaaa0002', 2)]}, 'evaluate/sisnr')
+    lines = table.split('\n')
+    assert lines[0] == '`evaluate/sisnr` per epoch:'
+    assert lines[2] == '| setting | XP, seed | 1 | 2 | 3 |'
+    assert lines[4] == '| `w=0` | aaaa0001, 2024 | 1.00 | 2.00 | 3.00 |'
+    assert lines[5] == '| `w=0` | aaaa0002, 2025 | 1.00 | 2.00 |  |'  # a shorter run leaves its cells empty
+
+
+def test_plot_writes_one_mi_heatmap_per_xp(tmp_path):
+    from omegaconf import OmegaConf
+    from audiocraft_mmd.report import plot
+
+    def row(seed: int, sig: str) -> dict:
+        return {'cfg': OmegaConf.create({'seed': seed}), 'history': [], 'sig': sig,
+                'mi': {(1, 2): 0.1, (1, 3): 0.05, (2, 3): 0.2}}
+
+    groups = {'a': [row(2024, 'aaaa0001'), row(2025, 'aaaa0002')], 'b': [row(2024, 'aaaa0003')]}
+    written = plot(groups, tmp_path)
+    assert sorted(p.name for p in written) == ['mi_aaaa0001.png', 'mi_aaaa0002.png', 'mi_aaaa0003.png']
+    assert all(p.stat().st_size > 0 for p in written)
