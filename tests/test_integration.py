@@ -158,7 +158,9 @@ def test_report_tabulates_a_trained_xp_and_draws_its_mi_heatmap(trained, dora_di
     assert report.main([trained.name, '--out', str(tmp_path), '--per-xp', '--per-epoch', 'valid/codes_util_min',
                         '--per-epoch', 'evaluate/sisnr']) == 0
     out = capsys.readouterr().out
-    util_table, sisnr_table = out.split('\n\n')[2:4]
+    # main table, per-XP table, then each per-epoch table under a line naming its metric
+    util_caption, util_table, sisnr_caption, sisnr_table = out.split('\n\n')[2:6]
+    assert (util_caption, sisnr_caption) == ('`valid/codes_util_min` per epoch:', '`evaluate/sisnr` per epoch:')
     epochs = history(trained)
     util_cells = util_table.splitlines()[2].split(' | ')[2:]
     assert len(util_cells) == len(epochs)
