@@ -2,7 +2,7 @@
 their units, with and without the usage guard (which weight is the largest that keeps every codebook in use?);
 and this project's best setting with the chosen codewords against the residuals after each stage (the authors'
 final stream), 3 seeds each. At small scale the authors' weights are 0.1, 1 and 10 on `encodec_mmd_small_v2`
-(`--small`; 100 with the guard only), and 100, 1000 and 10000 on `encodec_mmd_small` (`--small_v1`, the first
+(`--small`; 100 and 300 with the guard only), and 100, 1000 and 10000 on `encodec_mmd_small` (`--small_v1`, the first
 runs in RESULTS.md).
 
     python -m grids.local objective_ablation --small -j 2 num_threads=1
@@ -21,9 +21,9 @@ from ._explorers import CompressionMMDExplorer
 # on v2 the grid bisects downward: per unit weight the term already pulls the encoder 4-7 times harder than the
 # reconstruction losses on its step
 AUTHORS_WEIGHTS = {'small_v1': [100., 1000., 10000.], 'small': [0.1, 1., 10.], 'paper': [300., 1000., 3000.]}
-# with the guard, weight 10 kept every codebook of v2 in use where unguarded it collapsed them (RESULTS.md): the
-# guarded sweep goes one step further to find where the guard stops holding
-GUARDED_ONLY_WEIGHTS = {'small_v1': [], 'small': [100.], 'paper': []}
+# with the guard, weights 10 and 100 kept every codebook of v2 in use where unguarded 10 collapsed them
+# (RESULTS.md): the guarded sweep goes further to find where the guard stops holding
+GUARDED_ONLY_WEIGHTS = {'small_v1': [], 'small': [100., 300.], 'paper': []}
 GUARD = 0.1
 BEST = {'small': COMPARED_SETTINGS['small'][1], 'paper': {'mmd': 'dhsic_guarded'}}
 
