@@ -7,7 +7,8 @@ utilization against the weight, and the pairwise mutual-information heatmap of t
 Tokenizers (compression XPs) and LMs (musicgen XPs: NLL in bits per frame, per-codebook cross-entropy, the
 dependence of the modelled tokens on the LM's one-step tuple) get a table each. With `--dset NAME` the tokenizer
 table's evaluate columns are the XPs' cross-domain evaluations on that preset (`python -m audiocraft_mmd.evaluate
---dset NAME`, written to `<XP folder>/evaluate_<NAME, / as _>.json`) instead of their history's.
+--dset NAME`, written to `<XP folder>/evaluate_<NAME, / as _>.json`) instead of their history's. With `--against
+SETTING` every setting is compared with that one, its XPs paired by seed (a 95% t interval and Welch's test).
 """
 import argparse
 from collections import OrderedDict
@@ -210,6 +211,70 @@ def epoch_table(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], metric: str
     return '\n'.join(lines)
 
 
+def against_table(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], baseline: str, metric: str,
+                  fmt: str = '.3f') -> str:
+    """Markdown table of every setting against `baseline` on one metric ('stage/key', a column of the tables).
+
+    Per setting: the XPs paired with the baseline's by seed, the mean per-seed difference with its 95% t interval
+    (df = pairs - 1; its half-width is the smallest difference these seeds can tell from 0 at their spread), and
+    Welch's unpaired t-test against all the baseline's XPs (two-sided p). Fewer than two pairs (or XPs on a side)
+    give n/a, not a number.
+
+    Args:
+        groups: `collect`'s output.
+        baseline (str): a setting of `groups`, as the tables' first column names it.
+        metric (str): the compared value, e.g. 'evaluate/codes_tc_excess'.
+    Returns:
+        str: the table under a line naming the metric and the baseline.
+    """
+    from scipy import stats
+    if baseline not in groups:
+        raise ValueError(f"--against {baseline!r} is not a setting of these XPs; the settings are: "
+                         + ', '.join(repr(s) for s in groups))
+    rows = [r for members in groups.values() for r in members]
+    if not any(metric in r for r in rows):
+        keys = sorted({k for r in rows for k in r if '/' in k})
+        raise ValueError(f"--against-metric {metric!r} is not a column of these XPs; choose one of: "
+                         + ', '.join(keys))
+
+    def values(members: tp.List[tp.Dict[str, tp.Any]]) -> tp.Dict[int, float]:
+        return {int(r['cfg'].seed): r[metric] for r in members
+                if r.get(metric) is not None and not math.isnan(r[metric])}
+
+    base = values(groups[baseline])
+    header = ['setting', 'seeds paired', 'setting mean', 'baseline mean', 'difference (95% t interval)',
+              'Welch t (df), p']
+    lines = [f'`{metric}` against `{baseline}` ({len(base)} XPs):', '',
+             '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for setting, members in groups.items():
+        if setting == baseline:
+            continue
+        mine = values(members)
+        seeds = sorted(set(mine) & set(base))
+        diffs = [mine[s] - base[s] for s in seeds]
+        paired = 'n/a'
+        if len(diffs) >= 2:
+            mean, std = _mean_std(diffs)
+            half = stats.t.ppf(0.975, len(diffs) - 1) * std / math.sqrt(len(diffs))
+            paired = f'{mean:+{fmt}} ({mean - half:+{fmt}} to {mean + half:+{fmt}})'
+        elif diffs:
+            paired = f'{diffs[0]:+{fmt}} (one pair: no interval)'
+        welch = 'n/a'
+        if len(mine) >= 2 and len(base) >= 2:
+            a, b = list(mine.values()), list(base.values())
+            test = stats.ttest_ind(a, b, equal_var=False)
+            # Welch-Satterthwaite degrees of freedom, shown so that a reader can judge the p
+            va, vb = _mean_std(a)[1] ** 2 / len(a), _mean_std(b)[1] ** 2 / len(b)
+            df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if va + vb > 0 else math.nan
+            welch = f'{test.statistic:.2f} ({df:.1f}), {test.pvalue:.3f}'
+        mean_mine, mean_base = _mean_std(list(mine.values()))[0], _mean_std(list(base.values()))[0]
+        cells = [f'`{setting}`', ', '.join(str(s) for s in seeds) or 'none',
+                 'n/a' if math.isnan(mean_mine) else f'{mean_mine:{fmt}}',
+                 'n/a' if math.isnan(mean_base) else f'{mean_base:{fmt}}', paired, welch]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
 def plot(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], out: Path) -> tp.List[Path]:
     """Write weight plots (if the XPs differ in mmd.weight: TC - shuffled, SI-SNR and min utilization, mean and
     std over seeds, one line per term variant) and one MI heatmap per XP; return the paths."""
@@ -365,7 +430,14 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
                         "diagnostic fitted this way (`factorization --fit`)")
     parser.add_argument('--dset', default=None, metavar='NAME', help="tokenizers' evaluate columns from their "
                         "evaluation on this dataset preset (`evaluate --dset NAME`), not their history's")
+    parser.add_argument('--against', default=None, metavar='SETTING', help="also compare every setting with this "
+                        "one (as the table's first column names it, e.g. 'mmd.weight=0.0'): per-seed paired "
+                        "differences with a 95%% t interval, and Welch's t-test")
+    parser.add_argument('--against-metric', metavar='STAGE/KEY', action='append', default=None,
+                        help="the metric --against compares (repeatable; default evaluate/codes_tc_excess)")
     opts = parser.parse_args(argv)
+    if opts.against_metric and opts.against is None:
+        parser.error("--against-metric needs --against SETTING (the setting to compare with)")
     if opts.epoch is not None and opts.epoch < 1:
         parser.error(f"--epoch must be at least 1, got {opts.epoch}")
     if opts.dset is not None:
@@ -393,6 +465,13 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
     for metric in opts.per_epoch:
         print()
         print(epoch_table(groups, metric))
+    if opts.against is not None:
+        for metric in opts.against_metric or ['evaluate/codes_tc_excess']:
+            print()
+            try:
+                print(against_table(groups, opts.against, metric))
+            except ValueError as exc:
+                parser.error(str(exc))
     if opts.out is not None:
         for path in plot(groups, opts.out):
             print(f'wrote {path}')

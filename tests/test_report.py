@@ -72,3 +72,28 @@ def test_plot_writes_one_mi_heatmap_per_xp(tmp_path):
     written = plot(groups, tmp_path)
     assert sorted(p.name for p in written) == ['mi_aaaa0001.png', 'mi_aaaa0002.png', 'mi_aaaa0003.png']
     assert all(p.stat().st_size > 0 for p in written)
+
+
+def test_against_table_pairs_by_seed_and_states_interval_and_welch():
+    import pytest
+    from omegaconf import OmegaConf
+    from audiocraft_mmd.report import against_table
+
+    def row(seed: int, value: float) -> dict:
+        return {'cfg': OmegaConf.create({'seed': seed}), 'evaluate/codes_tc_excess': value}
+
+    groups = {'w=0': [row(2024, 0.30), row(2025, 0.20), row(2026, 0.25)],
+              'w=100': [row(2024, 0.20), row(2025, 0.15)],
+              'w=300': [row(2025, 0.10)]}
+    lines = against_table(groups, 'w=0', 'evaluate/codes_tc_excess').split('\n')
+    assert lines[0] == '`evaluate/codes_tc_excess` against `w=0` (3 XPs):'
+    # by hand: differences -0.10 and -0.05, mean -0.075, std 0.0354, t(0.975, df 1) = 12.706, half-width 0.318;
+    # Welch: means 0.175 and 0.25, variances 0.00125 and 0.0025, t = -0.075 / sqrt(0.00125/2 + 0.0025/3) = -1.96,
+    # Welch-Satterthwaite df 2.88, two-sided p 0.148 (t distribution at df 2.88)
+    assert lines[4] == '| `w=100` | 2024, 2025 | 0.175 | 0.250 | -0.075 (-0.393 to +0.243) | -1.96 (2.9), 0.148 |'
+    # one pair: a difference without an interval; one XP: no Welch test
+    assert lines[5] == '| `w=300` | 2025 | 0.100 | 0.250 | -0.100 (one pair: no interval) | n/a |'
+    with pytest.raises(ValueError, match="settings are: 'w=0', 'w=100', 'w=300'"):
+        against_table(groups, 'w=1', 'evaluate/codes_tc_excess')
+    with pytest.raises(ValueError, match="choose one of: evaluate/codes_tc_excess"):
+        against_table(groups, 'w=0', 'evaluate/sisnr')
