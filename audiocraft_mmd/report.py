@@ -445,7 +445,11 @@ def main(argv: tp.Optional[tp.List[str]] = None) -> int:
             check_dset(opts.dset)
         except ValueError as exc:
             parser.error(str(exc))
-    xps = resolve_targets(opts.targets, scale=opts.scale)
+    from .train import XPNotFound
+    try:
+        xps = resolve_targets(opts.targets, scale=opts.scale)
+    except XPNotFound as exc:
+        parser.error(str(exc))
     lms = [xp for xp in xps if is_lm(xp.cfg)]
     tokenizers = [xp for xp in xps if not is_lm(xp.cfg)]
     groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]] = OrderedDict()

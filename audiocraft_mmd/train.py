@@ -95,6 +95,10 @@ def get_solver(cfg: omegaconf.DictConfig):
     return build_solver(cfg)
 
 
+class XPNotFound(LookupError):
+    """No XP of a given signature in this package's Dora folder."""
+
+
 def get_xp_from_sig(sig: str) -> tp.Any:
     """The Dora XP of signature `sig`, checked against the current configs.
 
@@ -106,8 +110,18 @@ def get_xp_from_sig(sig: str) -> tp.Any:
         sig (str): Dora signature of the XP (in this package's Dora folder).
     Returns:
         The `dora.XP`.
+    Raises:
+        XPNotFound: no XP of that signature ran in this Dora folder.
     """
-    xp = main.get_xp_from_sig(sig)
+    try:
+        xp = main.get_xp_from_sig(sig)
+    except RuntimeError as exc:
+        if 'Could not find experiment' not in str(exc):  # Dora's: no stored command line (here or in dora.shared)
+            raise
+        raise XPNotFound(
+            f"no XP {sig} in this Dora folder ({main.dora.dir}/xps/{sig}/.argv.json missing): run it first (its "
+            f"`dora run` command or its grid), or point AUDIOCRAFT_MMD_DORA_DIR at the folder that holds "
+            f"it.") from exc
     if xp.sig != sig:
         raise RuntimeError(
             f"XP {sig} ran with configs whose defaults have since changed: its command line "

@@ -103,6 +103,12 @@ def test_xp_whose_command_line_now_maps_elsewhere_is_refused():
         get_xp_from_sig('0123abcd')
 
 
+def test_unknown_signature_names_the_fix():
+    from audiocraft_mmd.train import XPNotFound
+    with pytest.raises(XPNotFound, match=r'no XP 00c0ffee in this Dora folder .*run it first'):
+        get_xp_from_sig('00c0ffee')
+
+
 def test_dora_defaults():
     assert os.environ.get('USER')
     assert os.environ.get('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD') in ('0', '1')
