@@ -242,6 +242,7 @@ def against_table(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], baseline:
                 if r.get(metric) is not None and not math.isnan(r[metric])}
 
     base = values(groups[baseline])
+    mean_base = _mean_std(list(base.values()))[0]
     header = ['setting', 'seeds paired', 'setting mean', 'baseline mean', 'difference (95% t interval)',
               'Welch t (df), p']
     lines = [f'`{metric}` against `{baseline}` ({len(base)} XPs):', '',
@@ -251,23 +252,18 @@ def against_table(groups: tp.Dict[str, tp.List[tp.Dict[str, tp.Any]]], baseline:
             continue
         mine = values(members)
         seeds = sorted(set(mine) & set(base))
-        diffs = [mine[s] - base[s] for s in seeds]
         paired = 'n/a'
-        if len(diffs) >= 2:
-            mean, std = _mean_std(diffs)
-            half = stats.t.ppf(0.975, len(diffs) - 1) * std / math.sqrt(len(diffs))
-            paired = f'{mean:+{fmt}} ({mean - half:+{fmt}} to {mean + half:+{fmt}})'
-        elif diffs:
-            paired = f'{diffs[0]:+{fmt}} (one pair: no interval)'
+        if len(seeds) >= 2:
+            test = stats.ttest_rel([mine[s] for s in seeds], [base[s] for s in seeds])
+            low, high = test.confidence_interval(0.95)
+            paired = f'{(low + high) / 2:+{fmt}} ({low:+{fmt}} to {high:+{fmt}})'
+        elif seeds:
+            paired = f'{mine[seeds[0]] - base[seeds[0]]:+{fmt}} (one pair: no interval)'
         welch = 'n/a'
         if len(mine) >= 2 and len(base) >= 2:
-            a, b = list(mine.values()), list(base.values())
-            test = stats.ttest_ind(a, b, equal_var=False)
-            # Welch-Satterthwaite degrees of freedom, shown so that a reader can judge the p
-            va, vb = _mean_std(a)[1] ** 2 / len(a), _mean_std(b)[1] ** 2 / len(b)
-            df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if va + vb > 0 else math.nan
-            welch = f'{test.statistic:.2f} ({df:.1f}), {test.pvalue:.3f}'
-        mean_mine, mean_base = _mean_std(list(mine.values()))[0], _mean_std(list(base.values()))[0]
+            test = stats.ttest_ind(list(mine.values()), list(base.values()), equal_var=False)
+            welch = f'{test.statistic:.2f} ({test.df:.1f}), {test.pvalue:.3f}'  # df: Welch-Satterthwaite's
+        mean_mine = _mean_std(list(mine.values()))[0]
         cells = [f'`{setting}`', ', '.join(str(s) for s in seeds) or 'none',
                  'n/a' if math.isnan(mean_mine) else f'{mean_mine:{fmt}}',
                  'n/a' if math.isnan(mean_base) else f'{mean_base:{fmt}}', paired, welch]
